@@ -4,6 +4,7 @@
 #   pg.sh init  DIR          create the cluster (trust auth on loopback, user `renlayer`)
 #   pg.sh start DIR PORT     start it on 127.0.0.1:PORT and wait until it answers
 #   pg.sh stop  DIR          fast shutdown, waits until stopped
+#   pg.sh status DIR         exit 0 when the cluster runs
 #   pg.sh url   PORT         print the connection URL
 set -euo pipefail
 
@@ -45,6 +46,9 @@ case "$cmd" in
     ;;
   stop)
     as_owner "$bindir/pg_ctl" -D "$dir" -m fast -w -t 60 stop >/dev/null || true
+    ;;
+  status)
+    [ -f "$dir/PG_VERSION" ] && as_owner "$bindir/pg_ctl" -D "$dir" status >/dev/null
     ;;
   url)
     echo "postgresql://renlayer@127.0.0.1:${2:?port}/postgres"

@@ -1,0 +1,106 @@
+#include "rl_json.h"
+
+#include <string.h>
+
+rl_status_t rl_json_parse(const void *text, size_t len, size_t max, json_t **out)
+{
+    if (max > 0 && len > max)
+        return rl_error(RL_ERR_TOO_LARGE, "JSON body of %zu bytes exceeds the limit of %zu", len, max);
+    if (len == 0)
+        return rl_error(RL_ERR_INVALID, "empty JSON body");
+    json_error_t err;
+    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    if (v == NULL)
+        return rl_error(RL_ERR_INVALID, "line %d column %d: %s", err.line, err.column, err.text);
+    *out = v;
+    return RL_OK;
+}
+
+rl_status_t rl_json_parse_object(const void *text, size_t len, size_t max, json_t **out)
+{
+    json_t *v;
+    rl_status_t st = rl_json_parse(text, len, max, &v);
+    if (st != RL_OK)
+        return st;
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return rl_error(RL_ERR_INVALID, "expected a JSON object");
+    }
+    *out = v;
+    return RL_OK;
+}
+
+static rl_status_t field(const json_t *obj, const char *key, json_t **out)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    if (v == NULL || json_is_null(v))
+        return rl_error(RL_ERR_NOT_FOUND, "%s: missing", key);
+    *out = v;
+    return RL_OK;
+}
+
+rl_status_t rl_json_get_str(const json_t *obj, const char *key, const char **out)
+{
+    json_t *v;
+    rl_status_t st = field(obj, key, &v);
+    if (st != RL_OK)
+        return st;
+    if (!json_is_string(v))
+        return rl_error(RL_ERR_INVALID, "%s: must be a string", key);
+    *out = json_string_value(v);
+    return RL_OK;
+}
+
+rl_status_t rl_json_get_int(const json_t *obj, const char *key, int64_t *out)
+{
+    json_t *v;
+    rl_status_t st = field(obj, key, &v);
+    if (st != RL_OK)
+        return st;
+    if (!json_is_integer(v))
+        return rl_error(RL_ERR_INVALID, "%s: must be an integer", key);
+    *out = (int64_t)json_integer_value(v);
+    return RL_OK;
+}
+
+rl_status_t rl_json_get_num(const json_t *obj, const char *key, double *out)
+{
+    json_t *v;
+    rl_status_t st = field(obj, key, &v);
+    if (st != RL_OK)
+        return st;
+    if (!json_is_number(v))
+        return rl_error(RL_ERR_INVALID, "%s: must be a number", key);
+    *out = json_number_value(v);
+    return RL_OK;
+}
+
+rl_status_t rl_json_get_bool(const json_t *obj, const char *key, bool *out)
+{
+    json_t *v;
+    rl_status_t st = field(obj, key, &v);
+    if (st != RL_OK)
+        return st;
+    if (!json_is_boolean(v))
+        return rl_error(RL_ERR_INVALID, "%s: must be true or false", key);
+    *out = json_is_true(v);
+    return RL_OK;
+}
+
+const char *rl_json_str_or(const json_t *obj, const char *key, const char *dflt)
+{
+    json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+static int dump_cb(const char *chunk, size_t n, void *ctx)
+{
+    return rl_buf_append(ctx, chunk, n) == RL_OK ? 0 : -1;
+}
+
+rl_status_t rl_json_dump(const json_t *v, rl_buf_t *out)
+{
+    if (json_dump_callback(v, dump_cb, out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) != 0)
+        return rl_error(RL_ERR_TOO_LARGE, "JSON encoding exceeds the buffer limit of %zu bytes", out->max);
+    return RL_OK;
+}
