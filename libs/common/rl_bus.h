@@ -56,8 +56,8 @@ typedef struct {
 typedef void (*rl_bus_state_cb)(rl_bus_t *bus, bool connected, void *ctx);
 
 /* An accepted JetStream publish will never be acked (see rl_bus_nack_t). Runs
- * on the bus's ack thread (or in rl_bus_destroy() for what was still waiting);
- * acks of this bus wait while it runs, so spool and return. */
+ * on the bus's ack thread (or in rl_bus_destroy() for what was still waiting),
+ * one call at a time; acks of this bus wait while it runs, so spool and return. */
 typedef void (*rl_bus_ack_failure_cb)(rl_bus_t *bus, const rl_bus_nack_t *nack, void *ctx);
 
 /* An automatic topology run finished (see ensure_topology): status RL_OK or

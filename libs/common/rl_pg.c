@@ -154,8 +154,8 @@ static rl_status_t resolve_opts(const rl_pg_options_t *in, rl_pg_options_t *out)
     if (!o.backoff_min_ms)
         o.backoff_min_ms = DEFAULT_BACKOFF_MIN_MS;
     if (!o.backoff_max_ms)
-        o.backoff_max_ms = o.backoff_min_ms > DEFAULT_BACKOFF_MAX_MS ? o.backoff_min_ms
-                                                                     : DEFAULT_BACKOFF_MAX_MS;
+        o.backoff_max_ms =
+            o.backoff_min_ms > DEFAULT_BACKOFF_MAX_MS ? o.backoff_min_ms : DEFAULT_BACKOFF_MAX_MS;
     if (!o.ping_timeout_ms)
         o.ping_timeout_ms = DEFAULT_PING_TIMEOUT_MS;
     if (!o.keepalive_idle_s)
@@ -658,9 +658,8 @@ rl_status_t rl_pg_commit(rl_pg_t *pg)
     if (pg->lost & LOST_TX) {
         pg->lost &= ~LOST_TX;
         return rl_error(RL_ERR_UNAVAILABLE, "the database connection was lost %s",
-                        pg->lost_in_flight
-                            ? "during COMMIT: the outcome is unknown"
-                            : "inside the transaction: nothing was committed");
+                        pg->lost_in_flight ? "during COMMIT: the outcome is unknown"
+                                           : "inside the transaction: nothing was committed");
     }
     if (s != RL_OK)
         return s;
@@ -698,8 +697,8 @@ rl_status_t rl_pg_ping(rl_pg_t *pg, int timeout_ms)
     if (timeout_ms <= 0)
         timeout_ms = pg->cfg.opts.ping_timeout_ms;
     int64_t end = now_ms() + timeout_ms;
-    int attempt = timeout_ms < pg->cfg.opts.connect_timeout_ms ? timeout_ms
-                                                                : pg->cfg.opts.connect_timeout_ms;
+    int attempt =
+        timeout_ms < pg->cfg.opts.connect_timeout_ms ? timeout_ms : pg->cfg.opts.connect_timeout_ms;
     rl_status_t s = ensure_ready(pg, attempt, true);
     if (s != RL_OK)
         return s;
@@ -935,8 +934,8 @@ static void pool_scrub(rl_pg_t *pg, int timeout_ms)
         return;
     if (tx == PQTRANS_INTRANS || tx == PQTRANS_INERROR) {
         PGresult *res = NULL;
-        int r = run_statement(pg->conn, "ROLLBACK", 0, NULL, false, now_ms() + timeout_ms, -1,
-                              &res);
+        int r =
+            run_statement(pg->conn, "ROLLBACK", 0, NULL, false, now_ms() + timeout_ms, -1, &res);
         bool ok = r == RUN_DONE && res && PQresultStatus(res) == PGRES_COMMAND_OK &&
                   PQtransactionStatus(pg->conn) == PQTRANS_IDLE;
         PQclear(res);

@@ -56,17 +56,17 @@ typedef struct rl_pg_listener rl_pg_listener_t;
 typedef struct {
     const char *application_name; /* shown in pg_stat_activity; default: the conninfo's,
                                      else "renlayer" */
-    int connect_timeout_ms;        /* bound on one connection attempt; default 5000 (also
-                                     sent as libpq connect_timeout, in whole seconds, min 2) */
-    int backoff_min_ms;            /* first pause between connection attempts; default 100 */
-    int backoff_max_ms;            /* pause cap (doubled per attempt, jittered to 50..100%);
-                                     default 5000 */
-    int query_timeout_ms;          /* client-side bound on one statement; default 0: none (put
-                                     `options=-c statement_timeout=N` in the conninfo for a
-                                     server-side one) */
-    int ping_timeout_ms;           /* rl_pg_ping() with timeout 0; default 2000 */
-    int keepalive_idle_s;          /* TCP keepalive idle time unless the conninfo sets
-                                     keepalives_*; default 30 (then every 10 s, 3 probes) */
+    int connect_timeout_ms;       /* bound on one connection attempt; default 5000 (also
+                                    sent as libpq connect_timeout, in whole seconds, min 2) */
+    int backoff_min_ms;           /* first pause between connection attempts; default 100 */
+    int backoff_max_ms;           /* pause cap (doubled per attempt, jittered to 50..100%);
+                                    default 5000 */
+    int query_timeout_ms;         /* client-side bound on one statement; default 0: none (put
+                                    `options=-c statement_timeout=N` in the conninfo for a
+                                    server-side one) */
+    int ping_timeout_ms;          /* rl_pg_ping() with timeout 0; default 2000 */
+    int keepalive_idle_s;         /* TCP keepalive idle time unless the conninfo sets
+                                    keepalives_*; default 30 (then every 10 s, 3 probes) */
 } rl_pg_options_t;
 
 /* ---- connection ---------------------------------------------------------- */

@@ -8,7 +8,7 @@ case "$cmd" in
   start)
     port=${3:?port}
     mkdir -p "$dir/js"
-    nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" -P "$dir/nats.pid" -l "$dir/nats.log" &
+    nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" -P "$dir/nats.pid" -l "$dir/nats.log" </dev/null >/dev/null 2>&1 &
     for _ in $(seq 1 200); do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && exit 0
       sleep 0.05

@@ -2,7 +2,7 @@
 // free ports, the built service binaries, and polling helpers. Every test file
 // starts what it needs and closes it in an `after` hook, so files run in
 // parallel without sharing state.
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -47,6 +47,19 @@ export async function waitFor(fn, { timeout = 15000, interval = 50, what = 'cond
   }
 }
 
+// Servers still running when the test process exits (a failed assertion in a
+// before hook, an uncaught error) are stopped synchronously on the way out.
+const running = new Set();
+process.on('exit', () => {
+  for (const stopSync of running) {
+    try {
+      stopSync();
+    } catch {
+      /* best effort */
+    }
+  }
+});
+
 async function tempDir(prefix) {
   return mkdtemp(path.join(tmpdir(), `renlayer-${prefix}-`));
 }
@@ -56,6 +69,7 @@ export async function startPostgres() {
   const dir = await tempDir('pg');
   const port = await freePort();
   const data = path.join(dir, 'data');
+  const stopSync = () => execFileSync('bash', [path.join(harnessDir, 'pg.sh'), 'stop', data]);
   await run('bash', [path.join(harnessDir, 'pg.sh'), 'init', data]);
   const pg = {
     dir,
@@ -67,10 +81,12 @@ export async function startPostgres() {
         env: { ...process.env, RL_PG_FSYNC: 'off' },
       });
       pg.running = true;
+      running.add(stopSync);
     },
     async stop() {
       await run('bash', [path.join(harnessDir, 'pg.sh'), 'stop', data]);
       pg.running = false;
+      running.delete(stopSync);
     },
     async close() {
       if (pg.running) await pg.stop();
@@ -85,6 +101,7 @@ export async function startPostgres() {
 export async function startNats() {
   const dir = await tempDir('nats');
   const port = await freePort();
+  const stopSync = () => execFileSync('bash', [path.join(harnessDir, 'nats.sh'), 'stop', dir]);
   const nats = {
     dir,
     port,
@@ -93,10 +110,12 @@ export async function startNats() {
     async start() {
       await run('bash', [path.join(harnessDir, 'nats.sh'), 'start', dir, String(port)]);
       nats.running = true;
+      running.add(stopSync);
     },
     async stop() {
       await run('bash', [path.join(harnessDir, 'nats.sh'), 'stop', dir]);
       nats.running = false;
+      running.delete(stopSync);
     },
     async close() {
       if (nats.running) await nats.stop();
@@ -187,7 +206,12 @@ export async function startService(name, env = {}, { readyTimeout = 20000 } = {}
   });
   child.stdout.on('data', (d) => raw.push(d.toString()));
   let alive = true;
-  exited.then(() => (alive = false));
+  const killSync = () => child.kill('SIGKILL');
+  running.add(killSync);
+  exited.then(() => {
+    alive = false;
+    running.delete(killSync);
+  });
   const svc = {
     name,
     port,

@@ -350,8 +350,9 @@ static void test_error_mapping(void **state)
     (void)state;
     require_server();
     rl_pg_t *pg = new_pg("rl_test_errors");
-    assert_int_equal(rl_pg_exec_simple(pg, "DROP TABLE IF EXISTS rl_e;"
-                                           "CREATE TABLE rl_e (id int PRIMARY KEY, v text NOT NULL)"),
+    assert_int_equal(rl_pg_exec_simple(pg,
+                                       "DROP TABLE IF EXISTS rl_e;"
+                                       "CREATE TABLE rl_e (id int PRIMARY KEY, v text NOT NULL)"),
                      RL_OK);
     const char *v[2] = {"1", "a"};
     PGresult *res = NULL;
@@ -404,7 +405,9 @@ typedef struct {
     bool killed;
 } killer_t;
 
-/* Terminates the backend running the rl_retry_seq statement once it runs. */
+/* Terminates the backend running the rl_retry_seq statement once it sleeps
+ * (so after its nextval: a kill while it is still being planned would make
+ * the retry draw 1 and sleep). */
 static void *killer_main(void *arg)
 {
     killer_t *k = arg;
@@ -413,7 +416,8 @@ static void *killer_main(void *arg)
         char buf[32];
         if (scalar(k->admin,
                    "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE state = 'active' "
-                   "AND query LIKE '%rl_retry_seq%' AND pid <> pg_backend_pid()",
+                   "AND wait_event = 'PgSleep' AND query LIKE '%rl_retry_seq%' "
+                   "AND pid <> pg_backend_pid()",
                    0, NULL, buf, sizeof buf) == RL_OK &&
             strcmp(buf, "0") != 0) {
             const char *v[1] = {buf};
@@ -450,7 +454,7 @@ static void test_reconnect_after_backend_terminated(void **state)
     char buf[32];
     rl_status_t s = scalar(pg,
                            "SELECT n FROM (SELECT nextval('rl_retry_seq') AS n) x, "
-                           "pg_sleep(CASE WHEN n = 1 THEN 20 ELSE 0 END)",
+                           "pg_sleep(CASE WHEN n = 1 THEN 15 ELSE 0 END)",
                            0, NULL, buf, sizeof buf);
     atomic_store(&k.done, true);
     pthread_join(th, NULL);
