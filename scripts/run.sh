@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-state="$root/.renlayer"
+state="${RENLAYER_STATE_DIR:-$root/.renlayer}"
 build="${BUILD_DIR:-build}"
 mkdir -p "$state/logs" "$state/run"
 
@@ -50,7 +50,7 @@ set -a
 . "$state/secrets.env"
 set +a
 
-echo "RenLayer: starting the local stack (state in .renlayer/)"
+echo "RenLayer: starting the local stack (state in $state)"
 
 # PostgreSQL
 if ! bash tests/harness/pg.sh status "$state/pg" >/dev/null 2>&1; then

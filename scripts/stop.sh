@@ -4,17 +4,25 @@
 # each to be gone. The data stays in .renlayer/ for the next `make run`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-state=.renlayer
+state="${RENLAYER_STATE_DIR:-.renlayer}"
 [ -d "$state" ] || { echo "nothing to stop"; exit 0; }
+
+# A process counts as running until it has exited: a zombie waiting for its
+# parent to reap it (make run's processes are reparented to PID 1) has stopped.
+running() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "${st#Z}" = "$st" ]
+}
 
 stop_pid() { # name pidfile
   local pid
   [ -f "$2" ] || return 0
   pid=$(cat "$2")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
     kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
+    for _ in $(seq 1 300); do running "$pid" || break; sleep 0.05; done
+    if running "$pid"; then
       echo "  $1 did not stop on SIGTERM within 15 s; killing it"
       kill -KILL "$pid" 2>/dev/null
     fi

@@ -544,7 +544,7 @@ rl_status_t rl_http_server_start(const rl_http_options_t *opts, rl_http_server_t
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->opts.connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)60, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_END);
+        MHD_OPTION_END);
     if (srv->daemon == NULL) {
         pthread_mutex_destroy(&srv->metrics_lock);
         free(srv);

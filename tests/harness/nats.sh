@@ -19,7 +19,12 @@ case "$cmd" in
     [ -f "$dir/nats.pid" ] || exit 0
     pid=$(cat "$dir/nats.pid")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || { rm -f "$dir/nats.pid"; exit 0; }; sleep 0.05; done
+    # gone, or a zombie waiting to be reaped by its parent: stopped either way
+    for _ in $(seq 1 200); do
+      st=$(ps -o stat= -p "$pid" 2>/dev/null) || { rm -f "$dir/nats.pid"; exit 0; }
+      [ "${st#Z}" != "$st" ] && { rm -f "$dir/nats.pid"; exit 0; }
+      sleep 0.05
+    done
     kill -9 "$pid" 2>/dev/null || true; rm -f "$dir/nats.pid"
     ;;
   *)

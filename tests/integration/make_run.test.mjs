@@ -1,0 +1,119 @@
+// `make run` / `make stop` (scripts/run.sh, scripts/stop.sh) on free ports in
+// a private state folder: everything starts and is ready, demo.env holds what
+// the README promises, a second run is safe, and stop leaves no process behind.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { freePort, statusOf, sourceDir, buildDir } from '../lib/harness.mjs';
+
+const run = promisify(execFile);
+let state;
+let env;
+const ports = {};
+
+before(async () => {
+  state = await mkdtemp(path.join(tmpdir(), 'renlayer-run-'));
+  for (const k of ['PG', 'NATS', 'PROXY', 'API', 'TRACE_WRITER', 'SESSION_TRACKER', 'INSIGHTS', 'MOCK']) {
+    ports[k] = await freePort();
+  }
+  env = {
+    ...process.env,
+    RENLAYER_STATE_DIR: state,
+    BUILD_DIR: buildDir,
+    RL_SKIP_NPM: '1',
+    ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [`RENLAYER_${k}_PORT`, String(v)])),
+  };
+});
+
+after(async () => {
+  await run('bash', [path.join(sourceDir, 'scripts/stop.sh')], { env }).catch(() => {});
+  await rm(state, { recursive: true, force: true });
+});
+
+function parseEnv(text) {
+  return Object.fromEntries(text.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+}
+
+const pidFiles = ['proxy', 'api', 'trace-writer', 'session-tracker', 'insights', 'mock-upstream'];
+
+async function pids() {
+  const out = [];
+  for (const name of pidFiles) out.push(Number(await readFile(path.join(state, 'run', `${name}.pid`), 'utf8')));
+  out.push(Number(await readFile(path.join(state, 'nats', 'nats.pid'), 'utf8')));
+  const pgPid = (await readFile(path.join(state, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0];
+  out.push(Number(pgPid));
+  return out;
+}
+
+// Running means not exited: a zombie (exited, not yet reaped by PID 1) has stopped.
+const isAlive = (pid) => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+};
+
+test('run starts the stack, seeds the demo and prints how to call it', async () => {
+  const { stdout } = await run('bash', [path.join(sourceDir, 'scripts/run.sh')], { env, timeout: 180000 });
+  assert.match(stdout, /RenLayer is running/);
+  assert.match(stdout, /v1\/chat\/completions/);
+  assert.match(stdout, /new OpenAI\(/);
+  const demo = parseEnv(await readFile(path.join(state, 'demo.env'), 'utf8'));
+  for (const k of ['RENLAYER_PROXY_URL', 'RENLAYER_API_URL', 'RENLAYER_DEMO_AGENT_KEY', 'RENLAYER_DEMO_OPERATOR_TOKEN',
+    'RENLAYER_DEMO_OPERATOR_EMAIL', 'RENLAYER_DATABASE_URL', 'RENLAYER_NATS_URL']) {
+    assert.ok(demo[k], `${k} in demo.env`);
+  }
+  assert.match(demo.RENLAYER_DEMO_AGENT_KEY, /^rl_live_[0-9A-Za-z]{33}$/);
+  assert.match(demo.RENLAYER_DEMO_OPERATOR_TOKEN, /^rlop_[0-9A-Za-z]{33}$/);
+  assert.equal(await statusOf(`${demo.RENLAYER_API_URL}/readyz`), 200);
+  for (const k of ['PROXY', 'API', 'TRACE_WRITER', 'SESSION_TRACKER', 'INSIGHTS']) {
+    assert.equal(await statusOf(`http://127.0.0.1:${ports[k]}/readyz`), 200, k);
+  }
+  // the demo lives in the database, keys only as hashes
+  const db = new pg.Client({ connectionString: demo.RENLAYER_DATABASE_URL });
+  await db.connect();
+  try {
+    const { rows } = await db.query(
+      `SELECT t.name AS tenant, o.email, a.name AS agent, g.upstream_url, g.is_default,
+              (SELECT count(*)::int FROM renlayer.api_keys k WHERE k.agent_id = a.id) AS keys
+         FROM renlayer.tenants t JOIN renlayer.operators o ON o.tenant_id = t.id
+         JOIN renlayer.agents a ON a.tenant_id = t.id JOIN renlayer.gates g ON g.agent_id = a.id
+        WHERE t.id = $1`, [demo.RENLAYER_DEMO_TENANT_ID]);
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0].email, demo.RENLAYER_DEMO_OPERATOR_EMAIL);
+    assert.equal(rows[0].upstream_url, `http://127.0.0.1:${ports.MOCK}`);
+    assert.equal(rows[0].keys, 1);
+    const leaked = await db.query(
+      `SELECT count(*)::int AS n FROM renlayer.api_keys WHERE encode(key_hash, 'escape') LIKE '%' || $1 || '%'`,
+      [demo.RENLAYER_DEMO_AGENT_KEY.slice(8)]);
+    assert.equal(leaked.rows[0].n, 0);
+  } finally {
+    await db.end();
+  }
+});
+
+test('a second run keeps what runs and does not seed again', async () => {
+  const before1 = await pids();
+  const demoBefore = await readFile(path.join(state, 'demo.env'), 'utf8');
+  await run('bash', [path.join(sourceDir, 'scripts/run.sh')], { env, timeout: 180000 });
+  assert.deepEqual(await pids(), before1);
+  assert.equal(await readFile(path.join(state, 'demo.env'), 'utf8'), demoBefore);
+});
+
+test('stop stops exactly what run started, and nothing is left', async () => {
+  const all = await pids();
+  assert.ok(all.every(isAlive));
+  await run('bash', [path.join(sourceDir, 'scripts/stop.sh')], { env, timeout: 120000 });
+  assert.deepEqual(all.filter(isAlive), []);
+  for (const k of Object.keys(ports)) {
+    assert.equal(await statusOf(`http://127.0.0.1:${ports[k]}/healthz`), 0, `${k} port closed`);
+  }
+});
