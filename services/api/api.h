@@ -17,6 +17,12 @@ typedef struct {
     uint8_t hash_key[32];     /* derived: keyed hashes of keys, tokens, codes */
     uint8_t jwt_key[32];      /* RENLAYER_JWT_SECRET */
     bool dev_mode;            /* RENLAYER_DEV_MODE: OTP codes in the log, no Secure cookie */
+    bool signup_open;         /* RENLAYER_SIGNUP=open: POST /v1/tenants is allowed */
+    const char *smtp_url;     /* RENLAYER_SMTP_URL, "smtp://host:587" or smtps://; NULL: no mail */
+    const char *smtp_from;    /* RENLAYER_SMTP_FROM */
+    const char *smtp_user;    /* RENLAYER_SMTP_USER */
+    const char *smtp_password; /* RENLAYER_SMTP_PASSWORD */
+    long session_ttl_s;       /* RENLAYER_SESSION_TTL_S: login session lifetime */
 } api_t;
 
 /* Who does a mutation, for authorization and the audit log. */

@@ -3,19 +3,9 @@
 #include <string.h>
 
 #include "api_resources.h"
+#include "api_views.h"
 #include "api_validate.h"
 #include "rl_apikey.h"
-
-#define AGENT_JSON                                                                            \
-    "json_build_object('id', a.id, 'name', a.name, 'description', a.description, "           \
-    "'default_policy_set_id', a.default_policy_set_id, 'session', json_build_object("        \
-    "'soft_limit_usd', a.soft_limit_usd, 'hard_limit_usd', a.hard_limit_usd, "               \
-    "'idle_timeout_s', a.idle_timeout_s), 'created_at', a.created_at, "                      \
-    "'updated_at', a.updated_at)"
-#define KEY_JSON                                                                              \
-    "json_build_object('id', k.id, 'agent_id', k.agent_id, 'name', k.name, "                 \
-    "'prefix', k.prefix, 'created_at', k.created_at, 'last_used_at', k.last_used_at, "       \
-    "'expires_at', k.expires_at, 'revoked_at', k.revoked_at)"
 
 rl_status_t api_key_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
                            const char *agent_id, const json_t *input, bool in_tx,
@@ -23,7 +13,7 @@ rl_status_t api_key_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
 {
     const char *name = NULL, *expires_at = NULL;
     bool ok = api_field_str(input, "name", false, 200, field_errors, &name);
-    ok = api_field_str(input, "expires_at", false, 64, field_errors, &expires_at) && ok;
+    ok = api_field_timestamp(input, "expires_at", false, field_errors, &expires_at) && ok;
     if (!ok)
         return rl_error(RL_ERR_INVALID, "invalid key");
 
@@ -50,7 +40,7 @@ rl_status_t api_key_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
                             "SELECT $1, $2, a.id, $4, $5::bytea, $6, $7::timestamptz "
                             "FROM renlayer.agents a "
                             "WHERE a.tenant_id = $2 AND a.id = $3 AND a.deleted_at IS NULL "
-                            "RETURNING " KEY_JSON,
+                            "RETURNING " API_KEY_JSON,
                             7, p, &key);
         if (st == RL_ERR_INVALID && expires_at) {
             api_field_error(field_errors, "expires_at", "must be an ISO 8601 timestamp");
@@ -126,7 +116,7 @@ rl_status_t api_agent_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
                             "INSERT INTO renlayer.agents AS a (id, tenant_id, name, description, "
                             "default_policy_set_id, soft_limit_usd, hard_limit_usd, "
                             "idle_timeout_s) VALUES ($1, $2, $3, $4, $5, $6::numeric, "
-                            "$7::numeric, $8::integer) RETURNING " AGENT_JSON,
+                            "$7::numeric, $8::integer) RETURNING " API_AGENT_JSON,
                             8, p, &agent);
         if (st == RL_ERR_CONFLICT)
             st = rl_error(RL_ERR_CONFLICT, "an agent named '%s' exists already", name);
@@ -148,4 +138,320 @@ rl_status_t api_agent_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
     }
     *out = json_pack("{s:o,s:o}", "agent", agent, "key", key);
     return RL_OK;
+}
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+#include "api_call.h"
+#include "api_routes.h"
+
+static const char *const agent_by_id =
+    "SELECT " API_AGENT_JSON " FROM renlayer.agents a "
+    "WHERE a.tenant_id = $1 AND a.id = $2 AND a.deleted_at IS NULL";
+
+void api_agents_list(rl_http_request_t *req, void *ctx)
+{
+    api_page_t page;
+    api_call_t call;
+    if (!api_page_parse(req, &page) || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
+        return;
+    const char *p[] = {call.actor.tenant_id, page.after[0] ? page.after : NULL,
+                       page.limit_plus_one};
+    api_respond_page(req, call.pg, &page,
+                     "SELECT a.id::text, " API_AGENT_JSON " FROM renlayer.agents a "
+                     "WHERE a.tenant_id = $1 AND a.deleted_at IS NULL "
+                     "AND ($2::uuid IS NULL OR a.id < $2::uuid) ORDER BY a.id DESC LIMIT $3",
+                     3, p);
+    api_call_end(&call);
+}
+
+void api_agents_create(rl_http_request_t *req, void *ctx)
+{
+    json_t *body = rl_http_json_body(req);
+    api_call_t call;
+    if (body == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
+        return;
+    json_t *errors = json_object(), *out = NULL;
+    rl_status_t st = api_agent_create(call.api, call.pg, &call.actor, body, errors, &out);
+    if (st == RL_OK)
+        rl_http_respond_json(req, 201, out);
+    else
+        api_respond_status(req, st, errors);
+    json_decref(errors);
+    api_call_end(&call);
+}
+
+void api_agents_get(rl_http_request_t *req, void *ctx)
+{
+    const char *id = api_path_uuid(req, "id");
+    api_call_t call;
+    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
+        return;
+    const char *p[] = {call.actor.tenant_id, id};
+    api_respond_one(req, call.pg, 200, agent_by_id, 2, p);
+    api_call_end(&call);
+}
+
+/* Validates a PATCH body; the same rules as create with every field optional. */
+static bool valid_agent_patch(const json_t *in, json_t *errors)
+{
+    const char *s;
+    json_t *session = NULL;
+    double d;
+    long l;
+    bool has, ok = true;
+    if (json_object_get(in, "name"))
+        ok = api_field_str(in, "name", true, 200, errors, &s) && ok;
+    ok = api_field_str(in, "description", false, 4000, errors, &s) && ok;
+    ok = api_field_uuid(in, "default_policy_set_id", false, errors, &s) && ok;
+    ok = api_field_object(in, "session", errors, &session) && ok;
+    if (session) {
+        json_t *e = json_object();
+        ok = api_field_positive(session, "soft_limit_usd", e, &d, &has) && ok;
+        ok = api_field_positive(session, "hard_limit_usd", e, &d, &has) && ok;
+        ok = api_field_int(session, "idle_timeout_s", 1, 604800, e, &l, &has) && ok;
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v)
+        {
+            char key[96];
+            snprintf(key, sizeof key, "session.%s", k);
+            api_field_error(errors, key, json_string_value(v));
+        }
+        json_decref(e);
+    }
+    const char *known[] = {"name", "description", "default_policy_set_id", "session", NULL};
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)in, k, v)
+    {
+        bool found = false;
+        for (size_t i = 0; known[i]; i++)
+            found = found || strcmp(k, known[i]) == 0;
+        if (!found) {
+            api_field_error(errors, k, "is not a field of an agent");
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+void api_agents_patch(rl_http_request_t *req, void *ctx)
+{
+    const char *id = api_path_uuid(req, "id");
+    json_t *body = id ? rl_http_json_body(req) : NULL;
+    api_call_t call;
+    if (body == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
+        return;
+    json_t *errors = json_object(), *before = NULL, *after = NULL;
+    rl_status_t st = valid_agent_patch(body, errors) ? RL_OK : rl_error(RL_ERR_INVALID, "agent");
+    char *patch = json_dumps(body, JSON_COMPACT);
+    const char *p[] = {call.actor.tenant_id, id, patch};
+    if (st == RL_OK)
+        st = rl_pg_begin(call.pg);
+    if (st == RL_OK)
+        st = api_query_json(call.pg, "SELECT " API_AGENT_JSON " FROM renlayer.agents a "
+                                     "WHERE a.tenant_id = $1 AND a.id = $2 "
+                                     "AND a.deleted_at IS NULL FOR UPDATE",
+                            2, p, &before);
+    if (st == RL_OK) {
+        st = api_query_json(
+            call.pg,
+            "UPDATE renlayer.agents a SET "
+            "name = CASE WHEN $3::jsonb ? 'name' THEN $3::jsonb->>'name' ELSE a.name END, "
+            "description = CASE WHEN $3::jsonb ? 'description' "
+            "  THEN COALESCE($3::jsonb->>'description', '') ELSE a.description END, "
+            "default_policy_set_id = CASE WHEN $3::jsonb ? 'default_policy_set_id' "
+            "  THEN ($3::jsonb->>'default_policy_set_id')::uuid ELSE a.default_policy_set_id END, "
+            "soft_limit_usd = CASE WHEN $3::jsonb->'session' ? 'soft_limit_usd' "
+            "  THEN ($3::jsonb->'session'->>'soft_limit_usd')::numeric ELSE a.soft_limit_usd END, "
+            "hard_limit_usd = CASE WHEN $3::jsonb->'session' ? 'hard_limit_usd' "
+            "  THEN ($3::jsonb->'session'->>'hard_limit_usd')::numeric ELSE a.hard_limit_usd END, "
+            "idle_timeout_s = CASE WHEN $3::jsonb->'session' ? 'idle_timeout_s' "
+            "  THEN COALESCE(($3::jsonb->'session'->>'idle_timeout_s')::integer, 1800) "
+            "  ELSE a.idle_timeout_s END "
+            "WHERE a.tenant_id = $1 AND a.id = $2 RETURNING " API_AGENT_JSON,
+            3, p, &after);
+        if (st == RL_ERR_CONFLICT)
+            st = rl_error(RL_ERR_CONFLICT, "an agent with that name exists already");
+        else if (st == RL_ERR_INVALID)
+            api_field_error(errors, "default_policy_set_id",
+                            "must be a policy set of this tenant, and hard limit >= soft limit");
+    }
+    if (st == RL_OK)
+        st = api_audit(call.pg, &call.actor, "agent.update", "agent", id, before, after);
+    if (st == RL_OK)
+        st = rl_pg_commit(call.pg);
+    if (st == RL_OK) {
+        rl_http_respond_json(req, 200, after);
+        after = NULL;
+    } else {
+        rl_pg_rollback(call.pg);
+        api_respond_status(req, st, errors);
+    }
+    free(patch);
+    json_decref(errors);
+    json_decref(before);
+    json_decref(after);
+    api_call_end(&call);
+}
+
+void api_agents_delete(rl_http_request_t *req, void *ctx)
+{
+    const char *id = api_path_uuid(req, "id");
+    api_call_t call;
+    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
+        return;
+    json_t *before = NULL;
+    const char *p[] = {call.actor.tenant_id, id};
+    PGresult *r = NULL;
+    rl_status_t st = rl_pg_begin(call.pg);
+    if (st == RL_OK)
+        st = api_query_json(call.pg, "SELECT " API_AGENT_JSON " FROM renlayer.agents a "
+                                     "WHERE a.tenant_id = $1 AND a.id = $2 "
+                                     "AND a.deleted_at IS NULL FOR UPDATE",
+                            2, p, &before);
+    /* keys stop working at once: revoked rows notify every proxy */
+    if (st == RL_OK)
+        st = rl_pg_query(call.pg,
+                         "UPDATE renlayer.api_keys SET revoked_at = now() WHERE tenant_id = $1 "
+                         "AND agent_id = $2 AND revoked_at IS NULL",
+                         2, p, &r);
+    PQclear(r);
+    r = NULL;
+    if (st == RL_OK)
+        st = rl_pg_query(call.pg,
+                         "UPDATE renlayer.agents SET deleted_at = now() WHERE tenant_id = $1 "
+                         "AND id = $2",
+                         2, p, &r);
+    PQclear(r);
+    if (st == RL_OK)
+        st = api_audit(call.pg, &call.actor, "agent.delete", "agent", id, before, NULL);
+    if (st == RL_OK)
+        st = rl_pg_commit(call.pg);
+    if (st == RL_OK) {
+        rl_http_respond(req, 204, NULL, "", 0);
+    } else {
+        rl_pg_rollback(call.pg);
+        api_respond_status(req, st, NULL);
+    }
+    json_decref(before);
+    api_call_end(&call);
+}
+
+/* ---- keys ---- */
+
+void api_keys_list(rl_http_request_t *req, void *ctx)
+{
+    const char *agent = api_path_uuid(req, "id");
+    api_page_t page;
+    api_call_t call;
+    if (agent == NULL || !api_page_parse(req, &page) ||
+        !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
+        return;
+    const char *p[] = {call.actor.tenant_id, agent, page.after[0] ? page.after : NULL,
+                       page.limit_plus_one};
+    json_t *exists = NULL;
+    rl_status_t st = api_query_json(call.pg, agent_by_id, 2, p, &exists);
+    json_decref(exists);
+    if (st != RL_OK)
+        api_respond_status(req, st, NULL);
+    else
+        api_respond_page(req, call.pg, &page,
+                         "SELECT k.id::text, " API_KEY_JSON " FROM renlayer.api_keys k "
+                         "WHERE k.tenant_id = $1 AND k.agent_id = $2 "
+                         "AND ($3::uuid IS NULL OR k.id < $3::uuid) ORDER BY k.id DESC LIMIT $4",
+                         4, p);
+    api_call_end(&call);
+}
+
+void api_keys_create(rl_http_request_t *req, void *ctx)
+{
+    const char *agent = api_path_uuid(req, "id");
+    json_t *body = agent ? rl_http_json_body(req) : NULL;
+    api_call_t call;
+    if (body == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
+        return;
+    json_t *errors = json_object(), *out = NULL;
+    rl_status_t st = api_key_create(call.api, call.pg, &call.actor, agent, body, false, errors, &out);
+    if (st == RL_OK)
+        rl_http_respond_json(req, 201, out);
+    else
+        api_respond_status(req, st, errors);
+    json_decref(errors);
+    api_call_end(&call);
+}
+
+/* Revokes (expire_at NULL) or schedules the end of a key, with an audit row. */
+static void change_key(rl_http_request_t *req, void *ctx, bool revoke)
+{
+    const char *agent = api_path_uuid(req, "id");
+    const char *key = agent ? api_path_uuid(req, "key_id") : NULL;
+    json_t *body = (key && !revoke) ? rl_http_json_body(req) : NULL;
+    if (key == NULL || (!revoke && body == NULL))
+        return;
+    json_t *errors = json_object();
+    const char *at = NULL;
+    if (!revoke && !api_field_timestamp(body, "at", true, errors, &at)) {
+        rl_http_respond_error(req, 400, "validation_failed", "invalid expiry", errors);
+        return;
+    }
+    api_call_t call;
+    if (!api_call_begin(ctx, req, API_ROLE_ADMIN, &call)) {
+        json_decref(errors);
+        return;
+    }
+    json_t *before = NULL, *after = NULL;
+    const char *p[] = {call.actor.tenant_id, agent, key, at};
+    rl_status_t st = rl_pg_begin(call.pg);
+    if (st == RL_OK)
+        st = api_query_json(call.pg,
+                            "SELECT " API_KEY_JSON " FROM renlayer.api_keys k "
+                            "WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.id = $3 FOR UPDATE",
+                            3, p, &before);
+    if (st == RL_OK && !revoke && !json_is_null(json_object_get(before, "revoked_at")))
+        st = rl_error(RL_ERR_CONFLICT, "the key is revoked already");
+    if (st == RL_OK && revoke)
+        st = api_query_json(call.pg,
+                            "UPDATE renlayer.api_keys k SET revoked_at = COALESCE(k.revoked_at, now()) "
+                            "WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.id = $3 "
+                            "RETURNING " API_KEY_JSON,
+                            3, p, &after);
+    else if (st == RL_OK) {
+        st = api_query_json(call.pg,
+                            "UPDATE renlayer.api_keys k SET expires_at = $4::timestamptz "
+                            "WHERE k.tenant_id = $1 AND k.agent_id = $2 AND k.id = $3 "
+                            "RETURNING " API_KEY_JSON,
+                            4, p, &after);
+        if (st == RL_ERR_INVALID)
+            api_field_error(errors, "at", "must be an ISO 8601 timestamp");
+    }
+    if (st == RL_OK)
+        st = api_audit(call.pg, &call.actor, revoke ? "api_key.revoke" : "api_key.expire",
+                       "api_key", key, before, after);
+    if (st == RL_OK)
+        st = rl_pg_commit(call.pg);
+    if (st == RL_OK) {
+        if (revoke)
+            rl_http_respond(req, 204, NULL, "", 0);
+        else
+            rl_http_respond_json(req, 200, json_incref(after));
+    } else {
+        rl_pg_rollback(call.pg);
+        api_respond_status(req, st, errors);
+    }
+    json_decref(before);
+    json_decref(after);
+    json_decref(errors);
+    api_call_end(&call);
+}
+
+void api_keys_delete(rl_http_request_t *req, void *ctx)
+{
+    change_key(req, ctx, true);
+}
+
+void api_keys_expire(rl_http_request_t *req, void *ctx)
+{
+    change_key(req, ctx, false);
 }

@@ -17,10 +17,10 @@ rl_status_t api_tenant_create(api_t *api, rl_pg_t *pg, const char *name, const c
                               json_t *field_errors, json_t **out);
 
 /* {"token": {id, name, prefix, created_at, ...}, "secret": "rlop_..."} for
- * operator_id (of the actor's tenant). */
+ * operator_id (of the actor's tenant); expires_at NULL or an ISO 8601 time. */
 rl_status_t api_operator_token_create(api_t *api, rl_pg_t *pg, const api_actor_t *actor,
                                       const char *operator_id, const char *name,
-                                      json_t *field_errors, json_t **out);
+                                      const char *expires_at, json_t *field_errors, json_t **out);
 
 /* input: {name, description?, default_policy_set_id?, session?: {soft_limit_usd,
  * hard_limit_usd, idle_timeout_s}}. Result {"agent": {...}, "key": {..., "secret"}}. */

@@ -192,3 +192,62 @@ bool api_valid_email(const char *s)
     }
     return true;
 }
+
+static bool digits(const char *s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    }
+    return true;
+}
+
+bool api_valid_timestamp(const char *s)
+{
+    if (s == NULL || strlen(s) < 10 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) ||
+        s[7] != '-' || !digits(s + 8, 2))
+        return false;
+    const char *p = s + 10;
+    if (*p == '\0')
+        return true;
+    if ((*p != 'T' && *p != 't' && *p != ' ') || !digits(p + 1, 2) || p[3] != ':' ||
+        !digits(p + 4, 2))
+        return false;
+    p += 6;
+    if (*p == ':') {
+        if (!digits(p + 1, 2))
+            return false;
+        p += 3;
+        if (*p == '.') {
+            p++;
+            if (!digits(p, 1))
+                return false;
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+    }
+    if (*p == 'Z' || *p == 'z')
+        return p[1] == '\0';
+    if (*p == '+' || *p == '-') {
+        if (!digits(p + 1, 2))
+            return false;
+        p += 3;
+        if (*p == ':')
+            p++;
+        return *p == '\0' || (digits(p, 2) && p[2] == '\0');
+    }
+    return *p == '\0';
+}
+
+bool api_field_timestamp(const json_t *in, const char *key, bool required, json_t *errors,
+                         const char **out)
+{
+    if (!api_field_str(in, key, required, 64, errors, out))
+        return false;
+    if (*out && !api_valid_timestamp(*out)) {
+        api_field_error(errors, key, "must be an ISO 8601 timestamp such as 2030-01-01T00:00:00Z");
+        *out = NULL;
+        return false;
+    }
+    return true;
+}

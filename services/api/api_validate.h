@@ -21,6 +21,14 @@ bool api_field_enum(const json_t *in, const char *key, bool required,
 bool api_field_uuid(const json_t *in, const char *key, bool required, json_t *errors,
                     const char **out);
 
+/* An ISO 8601 / RFC 3339 timestamp ("2030-01-01T00:00:00Z", offsets
+ * allowed, a date alone too), not PostgreSQL's words like 'tomorrow'. */
+bool api_field_timestamp(const json_t *in, const char *key, bool required, json_t *errors,
+                         const char **out);
+
+/* True for a timestamp api_field_timestamp accepts. */
+bool api_valid_timestamp(const char *s);
+
 /* An http(s) URL without whitespace, at most 2048 characters. */
 bool api_field_url(const json_t *in, const char *key, bool required, json_t *errors,
                    const char **out);

@@ -5,6 +5,7 @@
  *   renlayer-api migrate               apply pending migrations
  *   renlayer-api create-tenant --name N --owner-email E
  *   renlayer-api seed-demo --email E --upstream URL [--header Name=Value]... [--out FILE]
+ *   renlayer-api routes                print the route table (JSON lines)
  *   renlayer-api --help-config         print the settings table
  */
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "api.h"
 #include "api_migrate.h"
 #include "api_resources.h"
+#include "api_routes.h"
 #include "rl_apikey.h"
 #include "rl_log.h"
 
@@ -22,6 +24,7 @@
 #endif
 
 typedef struct {
+    const char *signup;
     const char *database_url;
     const char *migrations_dir;
     bool dev_mode;
@@ -45,6 +48,20 @@ static const rl_config_option_t api_options[] = {
      &cfg.dev_mode},
     {"RENLAYER_MIGRATIONS_DIR", RL_CFG_STRING, RL_DEFAULT_MIGRATIONS_DIR, false,
      "folder of the NNNN_name.sql migrations", 0, 0, NULL, &cfg.migrations_dir},
+    {"RENLAYER_SIGNUP", RL_CFG_STRING, "closed", false,
+     "`open` lets anyone create a tenant with POST /v1/tenants; `closed` (default) does not", 0, 0,
+     NULL, &cfg.signup},
+    {"RENLAYER_SMTP_URL", RL_CFG_URL, NULL, false,
+     "SMTP server for login codes (smtp://host:587 with STARTTLS, or smtps://host:465)", 0, 0,
+     "smtp,smtps", &api.smtp_url},
+    {"RENLAYER_SMTP_FROM", RL_CFG_STRING, "RenLayer <no-reply@renlayer.local>", false,
+     "From address of login code mails", 0, 0, NULL, &api.smtp_from},
+    {"RENLAYER_SMTP_USER", RL_CFG_STRING, NULL, false, "SMTP user name", 0, 0, NULL,
+     &api.smtp_user},
+    {"RENLAYER_SMTP_PASSWORD", RL_CFG_STRING, NULL, false, "SMTP password", 0, 0, NULL,
+     &api.smtp_password},
+    {"RENLAYER_SESSION_TTL_S", RL_CFG_INT, "43200", false,
+     "lifetime of a console login session in seconds", 300, 2592000, NULL, &api.session_ttl_s},
 };
 #define NUM_API_OPTIONS (sizeof api_options / sizeof api_options[0])
 
@@ -57,12 +74,13 @@ static void derive_keys(void)
         rl_hmac_sha256(api.secret_key, 32, label, sizeof label - 1, api.jwt_key);
     }
     api.dev_mode = cfg.dev_mode;
+    api.signup_open = cfg.signup && strcmp(cfg.signup, "open") == 0;
 }
 
 /* Reads the settings a command needs; prints every problem. */
 static bool load_cli_config(bool need_secret)
 {
-    rl_config_option_t opts[8] = {
+    rl_config_option_t opts[2 + NUM_API_OPTIONS] = {
         {"RENLAYER_DATABASE_URL", RL_CFG_URL, NULL, true, "PostgreSQL connection URL", 0, 0,
          "postgres,postgresql", &cfg.database_url},
         {"RENLAYER_LOG_LEVEL", RL_CFG_LOGLEVEL, "info", false, "log level", 0, 0, NULL,
@@ -208,7 +226,7 @@ static int cmd_seed_demo(int argc, char **argv)
                  json_string_value(json_object_get(json_object_get(tenant, "tenant"), "id")));
         const char *owner_id =
             json_string_value(json_object_get(json_object_get(tenant, "owner"), "id"));
-        st = api_operator_token_create(&api, pg, &actor, owner_id, "demo", errors, &token);
+        st = api_operator_token_create(&api, pg, &actor, owner_id, "demo", NULL, errors, &token);
     }
     if (st == RL_OK) {
         json_t *in = json_pack("{s:s,s:s,s:{s:f,s:i}}", "name", "demo-agent", "description",
@@ -262,6 +280,8 @@ static int cmd_seed_demo(int argc, char **argv)
 
 static int cmd_serve(int argc, char **argv)
 {
+    size_t nroutes = 0;
+    const rl_http_route_t *routes = api_routes(&nroutes);
     const rl_service_spec_t spec = {
         .name = "api",
         .default_listen_addr = "127.0.0.1:8081",
@@ -269,7 +289,11 @@ static int cmd_serve(int argc, char **argv)
         .uses_bus = true,
         .options = api_options,
         .noptions = NUM_API_OPTIONS,
+        .routes = routes,
+        .nroutes = nroutes,
         .ctx = &api,
+        .max_body = 256 * 1024,
+        .http_threads = 8,
     };
     rl_service_t *svc = NULL;
     rl_status_t st = rl_service_start(&spec, argc, argv, &svc);
@@ -292,9 +316,22 @@ static int cmd_serve(int argc, char **argv)
     return 0;
 }
 
+/* Prints the route table as JSON lines {"method","path"}: the tests check it
+ * against openapi.json and generate their RBAC and isolation cases from it. */
+static int cmd_routes(void)
+{
+    size_t n = 0;
+    const rl_http_route_t *routes = api_routes(&n);
+    for (size_t i = 0; i < n; i++)
+        printf("{\"method\":\"%s\",\"path\":\"%s\"}\n", routes[i].method, routes[i].pattern);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "routes") == 0)
+        return cmd_routes();
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate();
     if (strcmp(cmd, "create-tenant") == 0)
@@ -305,7 +342,7 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (cmd[0] == '-')
         return cmd_serve(argc, argv);
-    fprintf(stderr, "renlayer-api: unknown command '%s' (serve, migrate, create-tenant, seed-demo)\n",
+    fprintf(stderr, "renlayer-api: unknown command '%s' (serve, migrate, create-tenant, seed-demo, routes)\n",
             cmd);
     return 2;
 }

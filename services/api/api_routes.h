@@ -1,0 +1,48 @@
+/* api_routes: the API's route table and every handler it names. Each
+ * handler's ctx is the api_t. */
+#ifndef API_ROUTES_H
+#define API_ROUTES_H
+
+#include <stddef.h>
+
+#include "rl_http.h"
+
+/* The route table (static storage) and its length. */
+const rl_http_route_t *api_routes(size_t *n);
+
+void api_openapi_get(rl_http_request_t *req, void *ctx);
+void api_tenants_signup(rl_http_request_t *req, void *ctx);
+
+void api_operators_list(rl_http_request_t *req, void *ctx);
+void api_operators_create(rl_http_request_t *req, void *ctx);
+void api_operators_patch(rl_http_request_t *req, void *ctx);
+void api_operators_delete(rl_http_request_t *req, void *ctx);
+
+void api_tokens_list(rl_http_request_t *req, void *ctx);
+void api_tokens_create(rl_http_request_t *req, void *ctx);
+void api_tokens_delete(rl_http_request_t *req, void *ctx);
+
+void api_agents_list(rl_http_request_t *req, void *ctx);
+void api_agents_create(rl_http_request_t *req, void *ctx);
+void api_agents_get(rl_http_request_t *req, void *ctx);
+void api_agents_patch(rl_http_request_t *req, void *ctx);
+void api_agents_delete(rl_http_request_t *req, void *ctx);
+
+void api_keys_list(rl_http_request_t *req, void *ctx);
+void api_keys_create(rl_http_request_t *req, void *ctx);
+void api_keys_delete(rl_http_request_t *req, void *ctx);
+void api_keys_expire(rl_http_request_t *req, void *ctx);
+
+void api_gates_list(rl_http_request_t *req, void *ctx);
+void api_gates_create(rl_http_request_t *req, void *ctx);
+void api_gates_get(rl_http_request_t *req, void *ctx);
+void api_gates_patch(rl_http_request_t *req, void *ctx);
+void api_gates_delete(rl_http_request_t *req, void *ctx);
+
+void api_prices_list(rl_http_request_t *req, void *ctx);
+void api_prices_put(rl_http_request_t *req, void *ctx);
+void api_prices_delete(rl_http_request_t *req, void *ctx);
+
+void api_audit_list(rl_http_request_t *req, void *ctx);
+
+#endif
