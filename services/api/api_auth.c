@@ -475,6 +475,66 @@ static rl_status_t otp_retry_after(rl_pg_t *pg, const char *email_hash, const ch
     return RL_OK;
 }
 
+/* In one transaction: checks the limits (*retry_after > 0 when one is hit,
+ * then nothing is written), records the request and stores the code's hash
+ * when email belongs to a live operator (*issued). */
+static rl_status_t issue_code(rl_pg_t *pg, const char *email, const char *email_hash_hex,
+                              const char *code_hash_hex, const char *client, long *retry_after,
+                              bool *issued)
+{
+    *retry_after = 0;
+    *issued = false;
+    rl_status_t st = rl_pg_begin(pg);
+    if (st == RL_OK) {
+        /* Serialise requests of one address, then of one client, so concurrent
+         * requests cannot all pass the count (always in this order: no deadlock). */
+        const char *p[] = {email_hash_hex, client};
+        PGresult *r = NULL;
+        st = rl_pg_query(pg,
+                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 7)),"
+                         " pg_advisory_xact_lock(hashtextextended(coalesce($2, ''), 8))",
+                         2, p, &r);
+        PQclear(r);
+    }
+    if (st == RL_OK)
+        st = otp_retry_after(pg, email_hash_hex, client, retry_after);
+    if (st == RL_OK && *retry_after == 0) {
+        char id[40];
+        api_new_id(id);
+        const char *p[] = {id, email_hash_hex, client};
+        PGresult *r = NULL;
+        st = rl_pg_query(pg,
+                         "INSERT INTO renlayer.otp_requests (id, email_hash, client_addr)"
+                         " VALUES ($1, $2::bytea, $3::inet)",
+                         3, p, &r);
+        PQclear(r);
+    }
+    if (st == RL_OK && *retry_after == 0) {
+        /* One statement whether or not the address is an operator's: the time
+         * taken does not tell them apart. */
+        char id[40], ttl[16];
+        api_new_id(id);
+        snprintf(ttl, sizeof ttl, "%d", OTP_TTL_S);
+        const char *p[] = {id, email, code_hash_hex, ttl, client};
+        PGresult *r = NULL;
+        st = rl_pg_query(
+            pg,
+            "INSERT INTO renlayer.otp_codes (id, email, code_hash, expires_at, client_addr)"
+            " SELECT $1, lower($2), $3::bytea, now() + make_interval(secs => $4::int), $5::inet"
+            " WHERE EXISTS (SELECT 1 FROM renlayer.operators"
+            "               WHERE lower(email) = lower($2) AND disabled_at IS NULL)",
+            5, p, &r);
+        if (st == RL_OK)
+            *issued = strcmp(PQcmdTuples(r), "1") == 0;
+        PQclear(r);
+    }
+    if (st == RL_OK && *retry_after == 0)
+        st = rl_pg_commit(pg);
+    else
+        rl_pg_rollback(pg);
+    return st;
+}
+
 void api_auth_otp_request(rl_http_request_t *req, void *ctx)
 {
     api_t *api = ctx;
@@ -511,54 +571,8 @@ void api_auth_otp_request(rl_http_request_t *req, void *ctx)
         return;
     long retry_after = 0;
     bool issued = false;
-    rl_status_t st = rl_pg_begin(pg);
-    if (st == RL_OK) {
-        /* Serialise requests of one address, then of one client, so concurrent
-         * requests cannot all pass the count (always in this order: no deadlock). */
-        const char *p[] = {email_hash_hex, client};
-        PGresult *r = NULL;
-        st = rl_pg_query(pg,
-                         "SELECT pg_advisory_xact_lock(hashtextextended($1, 7)),"
-                         " pg_advisory_xact_lock(hashtextextended(coalesce($2, ''), 8))",
-                         2, p, &r);
-        PQclear(r);
-    }
-    if (st == RL_OK)
-        st = otp_retry_after(pg, email_hash_hex, client, &retry_after);
-    if (st == RL_OK && retry_after == 0) {
-        char id[40];
-        api_new_id(id);
-        const char *p[] = {id, email_hash_hex, client};
-        PGresult *r = NULL;
-        st = rl_pg_query(pg,
-                         "INSERT INTO renlayer.otp_requests (id, email_hash, client_addr)"
-                         " VALUES ($1, $2::bytea, $3::inet)",
-                         3, p, &r);
-        PQclear(r);
-    }
-    if (st == RL_OK && retry_after == 0) {
-        /* One statement whether or not the address is an operator's: the time
-         * taken does not tell them apart. */
-        char id[40], ttl[16];
-        api_new_id(id);
-        snprintf(ttl, sizeof ttl, "%d", OTP_TTL_S);
-        const char *p[] = {id, email, code_hash_hex, ttl, client};
-        PGresult *r = NULL;
-        st = rl_pg_query(
-            pg,
-            "INSERT INTO renlayer.otp_codes (id, email, code_hash, expires_at, client_addr)"
-            " SELECT $1, lower($2), $3::bytea, now() + make_interval(secs => $4::int), $5::inet"
-            " WHERE EXISTS (SELECT 1 FROM renlayer.operators"
-            "               WHERE lower(email) = lower($2) AND disabled_at IS NULL)",
-            5, p, &r);
-        if (st == RL_OK)
-            issued = strcmp(PQcmdTuples(r), "1") == 0;
-        PQclear(r);
-    }
-    if (st == RL_OK && retry_after == 0)
-        st = rl_pg_commit(pg);
-    else
-        rl_pg_rollback(pg);
+    rl_status_t st =
+        issue_code(pg, email, email_hash_hex, code_hash_hex, client, &retry_after, &issued);
     uint32_t dice = 0;
     if (st == RL_OK && rl_random_bytes(&dice, sizeof dice) == RL_OK && dice % CLEANUP_ONE_IN == 0)
         cleanup_login_rows(pg);

@@ -15,6 +15,7 @@
 #include "api.h"
 #include "api_migrate.h"
 #include "api_resources.h"
+#include "api_auth.h"
 #include "api_routes.h"
 #include "rl_apikey.h"
 #include "rl_log.h"
@@ -312,6 +313,7 @@ static int cmd_serve(int argc, char **argv)
     }
     rl_service_run(svc);
     rl_service_stop(svc);
+    api_auth_shutdown(); /* lets queued login mails go out */
     rl_pg_pool_destroy(api.db);
     return 0;
 }
