@@ -60,6 +60,16 @@ static bool dependencies_ready(void *ctx, json_t *checks)
     return ok;
 }
 
+bool rl_service_readiness(rl_service_t *svc, json_t *checks)
+{
+    return dependencies_ready(svc, checks);
+}
+
+const char *rl_service_listen_addr(rl_service_t *svc)
+{
+    return svc->listen_addr;
+}
+
 bool rl_service_ready(rl_service_t *svc)
 {
     json_t *checks = json_object();
@@ -140,6 +150,13 @@ static void on_bus_topology(rl_bus_t *bus, rl_status_t st, const char *detail, v
                "detail", detail);
 }
 
+static void on_bus_ack_failure(rl_bus_t *bus, const rl_bus_nack_t *nack, void *ctx)
+{
+    rl_service_t *svc = ctx;
+    if (svc->spec.bus_ack_failure)
+        svc->spec.bus_ack_failure(bus, nack, svc->spec.bus_ack_ctx);
+}
+
 static void add_gauge(rl_service_t *svc, const char *dependency, rl_gauge_t **out)
 {
     char labels[96];
@@ -200,6 +217,7 @@ static rl_status_t start_dependencies(rl_service_t *svc)
             .ensure_topology = true,
             .on_state = on_bus_state,
             .on_topology = on_bus_topology,
+            .on_ack_failure = on_bus_ack_failure,
             .ctx = svc,
         };
         rl_status_t st = rl_bus_create(&bo, &svc->bus);
@@ -253,6 +271,10 @@ rl_status_t rl_service_start(const rl_service_spec_t *spec, int argc, char **arg
         return rl_error(RL_ERR_IO, "monitor thread");
     }
     svc->monitor_started = true;
+    if (spec->own_listener) {
+        *out = svc;
+        return RL_OK;
+    }
 
     rl_http_options_t ho = {
         .service = svc->name,
@@ -337,7 +359,7 @@ const char *rl_service_nats_url(rl_service_t *svc)
 
 unsigned rl_service_port(rl_service_t *svc)
 {
-    return rl_http_server_port(svc->http);
+    return svc->http ? rl_http_server_port(svc->http) : 0;
 }
 
 bool rl_service_db_up(rl_service_t *svc)

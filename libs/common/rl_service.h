@@ -42,6 +42,11 @@ typedef struct {
     void *ctx;                         /* passed to route handlers */
     size_t max_body;                   /* 0: 1 MiB */
     unsigned http_threads;             /* 0: 4 */
+    bool own_listener;                 /* the service serves HTTP itself (the proxy): no
+                                          rl_http server; it serves rl_service_readiness()
+                                          and rl_metrics_render() on its own port */
+    rl_bus_ack_failure_cb bus_ack_failure; /* optional: JetStream publishes never acked */
+    void *bus_ack_ctx;                 /* passed to bus_ack_failure */
     const char *extra_check_name;      /* optional further readiness check */
     rl_service_check_fn extra_check;
     void *extra_check_ctx;
@@ -72,6 +77,13 @@ rl_bus_t *rl_service_bus(rl_service_t *svc);         /* NULL unless uses_bus */
 const char *rl_service_database_url(rl_service_t *svc); /* NULL unless uses_db */
 const char *rl_service_nats_url(rl_service_t *svc);
 unsigned rl_service_port(rl_service_t *svc);
+
+/* The configured RENLAYER_LISTEN_ADDR (borrowed). */
+const char *rl_service_listen_addr(rl_service_t *svc);
+
+/* Readiness as /readyz reports it: true when ready; one "name": "up"|"down"
+ * entry per dependency added to checks. Cheap (cached state). */
+bool rl_service_readiness(rl_service_t *svc, json_t *checks);
 
 /* Latest readiness of each dependency, as seen by the monitor. */
 bool rl_service_db_up(rl_service_t *svc);

@@ -60,6 +60,11 @@ process.on('exit', () => {
   }
 });
 
+// A test runner's timeout sends SIGTERM: exit normally so the hook above runs.
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => process.exit(128 + (sig === 'SIGTERM' ? 15 : 2)));
+}
+
 async function tempDir(prefix) {
   return mkdtemp(path.join(tmpdir(), `renlayer-${prefix}-`));
 }

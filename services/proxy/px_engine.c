@@ -1,0 +1,446 @@
+#include "px_engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "px_internal.h"
+#include "rl_log.h"
+
+/* epoll tags: MHD's fd, the curl timer and the wake fd are told apart from
+ * curl sockets by these sentinel pointers in epoll_event.data.ptr. */
+static char tag_mhd, tag_timer, tag_wake;
+
+int64_t px_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t px_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void px_engine_count_status(px_engine_t *e, int status)
+{
+    if (status < 100 || status > 599)
+        status = 599;
+    rl_counter_t *c = e->m.by_status[status];
+    if (c == NULL) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "code=\"%d\"", status);
+        pthread_mutex_lock(&e->metrics_lock);
+        rl_metrics_counter(e->opts.metrics, "renlayer_proxy_requests_total",
+                           "Requests answered by the proxy, by HTTP status", labels, &c);
+        e->m.by_status[status] = c;
+        pthread_mutex_unlock(&e->metrics_lock);
+    }
+    rl_counter_add(c, 1);
+}
+
+void px_worker_resume(px_request_t *req)
+{
+    if (req->suspended) {
+        req->suspended = false;
+        MHD_resume_connection(req->conn);
+    }
+}
+
+/* ---- curl multi glue ------------------------------------------------------------------- */
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    px_worker_t *w = userp;
+    struct epoll_event ev = {0};
+    ev.data.fd = fd;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return 0;
+    }
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    /* socketp marks sockets already in the set */
+    if (socketp == NULL) {
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
+        curl_multi_assign(w->multi, fd, w);
+    } else {
+        epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    return 0;
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    px_worker_t *w = userp;
+    struct itimerspec its = {0};
+    if (timeout_ms > 0) {
+        its.it_value.tv_sec = timeout_ms / 1000;
+        its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
+    } else if (timeout_ms == 0) {
+        its.it_value.tv_nsec = 1; /* as soon as possible */
+    }
+    timerfd_settime(w->timer_fd, 0, &its, NULL);
+    return 0;
+}
+
+static void check_finished(px_worker_t *w)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        px_request_t *req = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&req);
+        CURLcode result = msg->data.result;
+        if (req)
+            px_upstream_done(req, result);
+    }
+}
+
+/* ---- MHD callbacks --------------------------------------------------------------------- */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)conn;
+    return px_request_new(cls, uri);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)url;
+    (void)version;
+    px_request_t *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO;
+    return px_request_handle(req, conn, method, upload, upload_size);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    px_request_t *req = *con_cls;
+    if (req) {
+        px_request_completed(req, toe);
+        *con_cls = NULL;
+    }
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    rl_log(RL_LOG_DEBUG, "http server", "{s:s}", "detail", msg);
+}
+
+/* ---- the worker loop ------------------------------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+    return px_now_us() / 1000;
+}
+
+static int loop_timeout_ms(px_worker_t *w)
+{
+    long timeout = 1000;
+    MHD_UNSIGNED_LONG_LONG mhd_to;
+    if (MHD_get_timeout(w->daemon, &mhd_to) == MHD_YES && (long)mhd_to < timeout)
+        timeout = (long)mhd_to;
+    if (w->pending) {
+        int64_t wait = w->pending->due_ms - now_ms();
+        if (wait < timeout)
+            timeout = wait < 0 ? 0 : (long)wait;
+    }
+    return (int)timeout;
+}
+
+static void *worker_main(void *arg)
+{
+    px_worker_t *w = arg;
+    struct epoll_event events[64];
+    for (;;) {
+        int n = epoll_wait(w->epfd, events, 64, loop_timeout_ms(w));
+        if (n < 0 && errno != EINTR)
+            break;
+        bool stop = false;
+        for (int i = 0; i < n; i++) {
+            void *tag = events[i].data.ptr;
+            if (tag == &tag_mhd)
+                continue; /* MHD_run below */
+            if (tag == &tag_wake) {
+                uint64_t v;
+                if (read(w->wake_fd, &v, sizeof v) < 0) {
+                    /* nothing to do: the eventfd is non-blocking */
+                }
+                stop = atomic_load(&w->engine->stopping);
+                continue;
+            }
+            if (tag == &tag_timer) {
+                uint64_t expirations;
+                if (read(w->timer_fd, &expirations, sizeof expirations) < 0) {
+                    /* a spurious wake-up: nothing expired */
+                }
+                int running;
+                curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+                continue;
+            }
+            int fd = events[i].data.fd;
+            int mask = (events[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+                       (events[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                       (events[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+            int running;
+            curl_multi_socket_action(w->multi, fd, mask, &running);
+        }
+        check_finished(w);
+        if (w->pending)
+            px_upstream_run_pending(w, now_ms());
+        MHD_run(w->daemon);
+        if (stop && w->in_flight == 0)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- setup ----------------------------------------------------------------------------- */
+
+static rl_status_t parse_listen(const char *addr, struct sockaddr_storage *ss)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
+        return rl_error(RL_ERR_INVALID, "listen address '%s' is not host:port", addr);
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
+        h[hl - 1] = '\0', h++;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return rl_error(RL_ERR_INVALID, "listen address '%s': %s", addr, gai_strerror(rc));
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    return RL_OK;
+}
+
+static void set_port(struct sockaddr_storage *ss, unsigned port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_storage *ss)
+{
+    w->engine = e;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    rl_buf_init(&w->scratch, 64 * 1024);
+    if (w->epfd < 0 || w->timer_fd < 0 || w->wake_fd < 0)
+        return rl_error(RL_ERR_IO, "epoll/timerfd/eventfd: %s", strerror(errno));
+
+    unsigned per_worker = e->opts.max_connections / e->nworkers;
+    if (per_worker < 16)
+        per_worker = 16;
+    w->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, w,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)ss, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+        MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)e->opts.max_header_bytes, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)e->opts.client_idle_timeout_s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned int)1024, MHD_OPTION_END);
+    if (w->daemon == NULL)
+        return rl_error(RL_ERR_IO, "cannot listen on %s", e->opts.listen_addr);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    w->mhd_fd = di ? di->epoll_fd : -1;
+    if (w->mhd_fd < 0)
+        return rl_error(RL_ERR_IO, "no epoll fd from libmicrohttpd");
+
+    w->multi = curl_multi_init();
+    if (w->multi == NULL)
+        return rl_error(RL_ERR_NOMEM, "curl multi");
+    curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
+    curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
+    curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, (long)(per_worker + 64));
+
+    struct epoll_event ev = {.events = EPOLLIN};
+    ev.data.ptr = &tag_mhd;
+    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->mhd_fd, &ev);
+    ev.data.ptr = &tag_timer;
+    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->timer_fd, &ev);
+    ev.data.ptr = &tag_wake;
+    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev);
+    return RL_OK;
+}
+
+static void worker_free(px_worker_t *w)
+{
+    if (w->daemon)
+        MHD_stop_daemon(w->daemon);
+    if (w->multi)
+        curl_multi_cleanup(w->multi);
+    rl_buf_free(&w->scratch);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->timer_fd >= 0)
+        close(w->timer_fd);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+}
+
+static void register_metrics(px_engine_t *e)
+{
+    rl_metrics_t *m = e->opts.metrics;
+    rl_metrics_histogram(m, "renlayer_proxy_upstream_seconds",
+                         "Upstream time of forwarded requests, first byte sent to last received",
+                         NULL, RL_BUCKETS_LATENCY_SECONDS, RL_BUCKETS_LATENCY_SECONDS_N,
+                         &e->m.upstream_seconds);
+    rl_metrics_histogram(m, "renlayer_proxy_overhead_microseconds",
+                         "Time the proxy itself adds to a request (total minus upstream)", NULL,
+                         RL_BUCKETS_MICROSECONDS, RL_BUCKETS_MICROSECONDS_N, &e->m.overhead_us);
+    rl_metrics_gauge(m, "renlayer_proxy_requests_in_flight", "Requests being handled now", NULL,
+                     &e->m.in_flight);
+    rl_metrics_counter(m, "renlayer_proxy_upstream_errors_total",
+                       "Upstream attempts that failed (connect, timeout, 429, 5xx)", NULL,
+                       &e->m.upstream_errors);
+    rl_metrics_counter(m, "renlayer_proxy_retries_total",
+                       "Upstream attempts after the first (fallbacks and retries)", NULL,
+                       &e->m.retries);
+    rl_metrics_counter(m, "renlayer_proxy_client_aborts_total",
+                       "Requests whose client went away before the response ended", NULL,
+                       &e->m.client_aborts);
+}
+
+rl_status_t px_engine_start(const px_engine_options_t *opts, px_engine_t **out)
+{
+    struct sockaddr_storage ss;
+    rl_status_t st = parse_listen(opts->listen_addr, &ss);
+    if (st != RL_OK)
+        return st;
+    px_engine_t *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return rl_error(RL_ERR_NOMEM, "engine");
+    e->opts = *opts;
+    if (e->opts.workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        e->opts.workers = n > 0 ? (unsigned)n : 1;
+    }
+    e->nworkers = e->opts.workers;
+    pthread_mutex_init(&e->metrics_lock, NULL);
+    register_metrics(e);
+    e->workers = calloc(e->nworkers, sizeof *e->workers);
+    if (e->workers == NULL) {
+        free(e);
+        return rl_error(RL_ERR_NOMEM, "workers");
+    }
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        e->workers[i].epfd = e->workers[i].timer_fd = e->workers[i].wake_fd = -1;
+        e->workers[i].index = i;
+    }
+    for (unsigned i = 0; i < e->nworkers && st == RL_OK; i++) {
+        st = worker_init(e, &e->workers[i], &ss);
+        if (st == RL_OK && i == 0) {
+            /* port 0: the others join the port the first one got */
+            const union MHD_DaemonInfo *di =
+                MHD_get_daemon_info(e->workers[0].daemon, MHD_DAEMON_INFO_BIND_PORT);
+            e->port = di ? di->port : 0;
+            set_port(&ss, e->port);
+        }
+    }
+    for (unsigned i = 0; i < e->nworkers && st == RL_OK; i++) {
+        if (pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i]) != 0)
+            st = rl_error(RL_ERR_IO, "worker thread");
+        else
+            e->workers[i].engine = e;
+    }
+    if (st != RL_OK) {
+        atomic_store(&e->stopping, true);
+        for (unsigned i = 0; i < e->nworkers; i++) {
+            if (e->workers[i].thread) {
+                uint64_t one = 1;
+                if (write(e->workers[i].wake_fd, &one, sizeof one) < 0) {
+                    /* the worker wakes at its next timeout anyway */
+                }
+                pthread_join(e->workers[i].thread, NULL);
+            }
+            worker_free(&e->workers[i]);
+        }
+        free(e->workers);
+        pthread_mutex_destroy(&e->metrics_lock);
+        free(e);
+        return st;
+    }
+    *out = e;
+    return RL_OK;
+}
+
+unsigned px_engine_port(const px_engine_t *engine)
+{
+    return engine->port;
+}
+
+void px_engine_stop(px_engine_t *e, long drain_timeout_ms)
+{
+    if (e == NULL)
+        return;
+    /* stop accepting: every worker's listen socket closes, connections stay */
+    for (unsigned i = 0; i < e->nworkers; i++)
+        MHD_quiesce_daemon(e->workers[i].daemon);
+    int64_t deadline = px_now_us() / 1000 + drain_timeout_ms;
+    for (;;) {
+        size_t busy = 0;
+        for (unsigned i = 0; i < e->nworkers; i++)
+            busy += e->workers[i].in_flight;
+        if (busy == 0 || px_now_us() / 1000 >= deadline)
+            break;
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&e->stopping, true);
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        uint64_t one = 1;
+        if (write(e->workers[i].wake_fd, &one, sizeof one) < 0) {
+            /* the worker wakes at its next timeout anyway */
+        }
+    }
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        pthread_join(e->workers[i].thread, NULL);
+        worker_free(&e->workers[i]);
+    }
+    free(e->workers);
+    pthread_mutex_destroy(&e->metrics_lock);
+    free(e);
+}

@@ -1,0 +1,159 @@
+/* px_internal: the engine's private structures, shared by px_engine.c (the
+ * worker loop), px_request.c (one request's life) and px_upstream.c (its
+ * upstream transfers). Not for other modules. */
+#ifndef PX_INTERNAL_H
+#define PX_INTERNAL_H
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "px_engine.h"
+#include "px_protocol.h"
+#include "px_types.h"
+#include "rl_buf.h"
+
+typedef struct px_worker px_worker_t;
+typedef struct px_request px_request_t;
+
+/* Metrics every worker updates (registered once; lock-free updates). */
+typedef struct {
+    rl_counter_t *by_status[600]; /* requests by HTTP status, registered lazily */
+    rl_histogram_t *upstream_seconds;
+    rl_histogram_t *overhead_us;
+    rl_gauge_t *in_flight;
+    rl_counter_t *upstream_errors;
+    rl_counter_t *retries;
+    rl_counter_t *client_aborts;
+} px_metrics_t;
+
+struct px_engine {
+    px_engine_options_t opts;
+    unsigned port;
+    px_worker_t *workers;
+    unsigned nworkers;
+    px_metrics_t m;
+    pthread_mutex_t metrics_lock; /* registration of per-status counters */
+    _Atomic bool stopping;
+    _Atomic uint64_t rr_counter;  /* round-robin spread across gates */
+};
+
+/* A retry waiting for its backoff to pass. */
+typedef struct px_pending {
+    px_request_t *req;
+    int64_t due_ms;
+    struct px_pending *next;
+} px_pending_t;
+
+struct px_worker {
+    px_engine_t *engine;
+    unsigned index;
+    pthread_t thread;
+    struct MHD_Daemon *daemon;
+    int epfd;       /* the worker's epoll set: MHD's epoll fd, curl's sockets, the timer */
+    int mhd_fd;     /* MHD's own epoll fd */
+    int timer_fd;   /* curl's timeout */
+    int wake_fd;    /* eventfd: stop requests */
+    CURLM *multi;
+    px_pending_t *pending; /* retries by due time */
+    size_t in_flight;
+    rl_buf_t scratch;      /* reusable buffer for error bodies */
+};
+
+/* What a request is waiting for. */
+typedef enum {
+    PX_RS_READING,     /* the body is arriving */
+    PX_RS_UPSTREAM,    /* suspended, an upstream attempt is in flight or pending */
+    PX_RS_RESPONDING,  /* a response is queued (streaming or whole) */
+    PX_RS_DONE,
+} px_request_state_t;
+
+struct px_request {
+    px_worker_t *worker;
+    struct MHD_Connection *conn;
+    px_request_state_t state;
+    bool suspended;          /* MHD connection is suspended by us */
+    bool response_ready;     /* resume to queue a response */
+
+    /* client request */
+    char method[16];
+    char *uri;               /* owned: the raw request target, path and query */
+    const char *path;        /* into uri: the path forwarded (after a /gates/<name> prefix) */
+    const char *query;       /* into uri: "?..." or "" */
+    rl_buf_t body;
+    bool body_too_large;
+    int64_t t_arrive_us;     /* monotonic */
+    int64_t t_arrive_wall_us;
+
+    /* resolution */
+    char trace_id[PX_ID_LEN];
+    px_snapshot_t *snap;     /* a reference held for the request's life */
+    const px_key_t *key;
+    const px_agent_t *agent;
+    const px_gate_t *gate;   /* the gate asked for */
+    px_proto_t proto;
+    px_request_info_t info;
+    rl_buf_t rewritten;      /* the forwarded body when it differs */
+    const char *user;        /* MHD-owned header values, valid for the request */
+    const char *session;
+    char mcp_id[64];         /* JSON-RPC id text of an MCP call, for its errors */
+
+    /* upstream */
+    CURL *easy;
+    struct curl_slist *upstream_headers;
+    const px_gate_t *chain[PX_MAX_ATTEMPTS]; /* gates to try, in order */
+    size_t nchain;
+    size_t attempt;          /* index into chain of the current attempt */
+    char upstream_url[2048];
+    char upstream_base[512];
+    int up_status;
+    bool up_headers_done;
+    bool up_sse;
+    bool discard;            /* a retryable failure: drop this attempt's body */
+    bool up_done;
+    bool up_failed;          /* the upstream failed mid-response */
+    CURLcode up_result;
+    char up_error[CURL_ERROR_SIZE];
+    px_header_t resp_headers[32];
+    size_t nresp_headers;
+    px_response_t *parser;
+    rl_buf_t out;            /* bytes for the client not yet sent */
+    size_t out_sent;         /* of out, already copied to MHD */
+    bool paused;             /* curl paused because out is full */
+    rl_buf_t resp_copy;      /* the first bytes of the response, for the trace */
+    int64_t t_up_start_us, t_up_end_us;
+    double upstream_ms_total;
+    px_attempt_t attempts[PX_MAX_ATTEMPTS];
+    size_t nattempts;
+
+    /* outcome */
+    int http_status;
+    const char *status;      /* PX_STATUS_* */
+    const char *error;       /* static text or NULL */
+    bool decision_published;
+};
+
+/* px_request.c */
+px_request_t *px_request_new(px_worker_t *w, const char *uri);
+void px_request_free(px_request_t *req);
+enum MHD_Result px_request_handle(px_request_t *req, struct MHD_Connection *conn,
+                                  const char *method, const char *upload, size_t *upload_size);
+void px_request_completed(px_request_t *req, enum MHD_RequestTerminationCode toe);
+void px_request_respond_error(px_request_t *req, int http_status, const char *code,
+                              const char *message);
+
+/* px_upstream.c */
+rl_status_t px_upstream_start(px_request_t *req);
+void px_upstream_done(px_request_t *req, CURLcode result);
+void px_upstream_cancel(px_request_t *req);
+void px_upstream_run_pending(px_worker_t *w, int64_t now_ms);
+
+/* px_engine.c */
+void px_worker_resume(px_request_t *req);
+void px_engine_count_status(px_engine_t *e, int status);
+int64_t px_now_us(void);
+int64_t px_wall_us(void);
+
+#endif

@@ -1,0 +1,241 @@
+// renlayer-proxy's behaviour around the happy path: revocation reaching two
+// proxies at once, gate selection, fallbacks, bounds, client disconnects,
+// and its dependencies failing (NATS down: nothing lost; PostgreSQL down:
+// fail open, or closed for a tenant that asks).
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { startProxyStack, watchStream } from '../lib/proxy_stack.mjs';
+import { waitFor } from '../lib/harness.mjs';
+
+let s;
+let T;
+let p1;
+let p2;
+
+const chat = (proxy, key, extra = {}, headers = {}) =>
+  fetch(`${proxy.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], ...extra }),
+  });
+
+async function status(promise) {
+  const r = await promise;
+  await r.arrayBuffer();
+  return r.status;
+}
+
+before(async () => {
+  s = await startProxyStack();
+  T = await s.seedTenant('owner@proxy.test');
+  p1 = await s.startProxy();
+  p2 = await s.startProxy();
+});
+
+after(async () => {
+  await s?.close();
+});
+
+describe('keys', () => {
+  test('a revoked key gets 401 on the next request to either proxy', async () => {
+    const k = await s.api('POST', `/v1/agents/${T.agentId}/keys`, T.ownerToken, { name: 'short-lived' });
+    assert.equal(k.status, 201);
+    const key = k.body.secret;
+    await waitFor(async () => (await status(chat(p1, key))) === 200 && (await status(chat(p2, key))) === 200,
+      { what: 'the new key on both proxies' });
+    assert.equal((await s.api('DELETE', `/v1/agents/${T.agentId}/keys/${k.body.id}`, T.ownerToken)).status, 204);
+    const revokedAt = Date.now();
+    await waitFor(async () => (await status(chat(p1, key))) === 401 && (await status(chat(p2, key))) === 401,
+      { timeout: 5000, interval: 10, what: 'revocation on both proxies' });
+    assert.ok(Date.now() - revokedAt < 2000, `revocation took ${Date.now() - revokedAt} ms`);
+    assert.equal(await status(chat(p1, T.agentKey)), 200, 'other keys keep working');
+  });
+
+  test('an expired key gets 401', async () => {
+    const k = await s.api('POST', `/v1/agents/${T.agentId}/keys`, T.ownerToken, { name: 'expiring' });
+    await waitFor(async () => (await status(chat(p1, k.body.secret))) === 200, { what: 'key live' });
+    await s.db.query("UPDATE renlayer.api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", [k.body.id]);
+    await waitFor(async () => (await status(chat(p1, k.body.secret))) === 401, { what: 'key expired' });
+  });
+
+  test('no key, a malformed key, an unknown key: 401 in the OpenAI and Anthropic shapes', async () => {
+    const none = await fetch(`${p1.url}/v1/chat/completions`, { method: 'POST', body: '{}' });
+    assert.equal(none.status, 401);
+    const body = await none.json();
+    assert.equal(body.error.type, 'authentication_error');
+    const anth = await fetch(`${p1.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'sk-ant-xyz' }, body: '{}' });
+    assert.equal(anth.status, 401);
+    const ab = await anth.json();
+    assert.equal(ab.type, 'error');
+    assert.equal(ab.error.type, 'authentication_error');
+    assert.ok(anth.headers.get('x-renlayer-trace-id'));
+  });
+});
+
+describe('gates', () => {
+  let named;
+  before(async () => {
+    const g = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, {
+      name: 'pinned', kind: 'openai', upstream_url: `${s.mock.url}/pinned`, pinned_model: 'gpt-4.1-mini',
+      headers: { Authorization: 'Bearer sk-other-gate' },
+    });
+    assert.equal(g.status, 201, JSON.stringify(g.body));
+    named = g.body;
+    await waitFor(async () => (await status(chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'pinned' }))) === 200, { what: 'gate loaded' });
+  });
+
+  test('X-RenLayer-Gate, X-Layer-Gate-Id and /gates/<name>/ pick the gate; the pin applies', async () => {
+    for (const [url, headers] of [
+      [`${p1.url}/v1/chat/completions`, { 'X-RenLayer-Gate': 'pinned' }],
+      [`${p1.url}/v1/chat/completions`, { 'X-Layer-Gate-Id': named.id }],
+      [`${p1.url}/gates/pinned/v1/chat/completions`, {}],
+    ]) {
+      s.mock.reset();
+      const r = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }) });
+      assert.equal(r.status, 200);
+      const up = s.mock.received().at(-1);
+      assert.equal(up.path, '/pinned/v1/chat/completions');
+      assert.equal(up.json.model, 'gpt-4.1-mini');
+      assert.equal(up.headers.authorization, 'Bearer sk-other-gate');
+      assert.equal(up.headers['x-layer-gate-id'], undefined);
+    }
+  });
+
+  test('an unknown gate is a 404 in the protocol shape', async () => {
+    const r = await chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'nope' });
+    assert.equal(r.status, 404);
+    const b = await r.json();
+    assert.match(b.error.message, /no gate named 'nope'/);
+  });
+
+  test('fallback: a failing primary is retried on the next gate, each attempt in the trace', async () => {
+    const backup = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, { name: 'backup', kind: 'openai', upstream_url: `${s.mock.url}/backup` });
+    const primary = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, {
+      name: 'primary', kind: 'openai', upstream_url: `${s.mock.url}/primary`, strategy: 'fallback', fallback_gate_ids: [backup.body.id],
+    });
+    assert.equal(primary.status, 201, JSON.stringify(primary.body));
+    const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
+    try {
+      s.mock.configure({ routes: { '/primary': { error: 503 } } });
+      let res;
+      await waitFor(async () => {
+        res = await chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'primary' });
+        return res.status !== 404;
+      }, { what: 'primary gate loaded' });
+      assert.equal(res.status, 200);
+      const id = res.headers.get('x-renlayer-trace-id');
+      const t = await traces.find((x) => x.trace_id === id, 'fallback trace');
+      assert.equal(t.attempts.length, 2);
+      assert.equal(t.attempts[0].http_status, 503);
+      assert.equal(t.attempts[1].http_status, 200);
+      assert.equal(t.attempts[1].gate_id, backup.body.id);
+      // connection refused on the primary also falls back
+      await s.api('PATCH', `/v1/agents/${T.agentId}/gates/${primary.body.id}`, T.ownerToken, { upstream_url: 'http://127.0.0.1:9' });
+      await waitFor(async () => {
+        const r = await chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'primary' });
+        const id2 = r.headers.get('x-renlayer-trace-id');
+        await r.arrayBuffer();
+        if (r.status !== 200) return false;
+        const t2 = await traces.find((x) => x.trace_id === id2);
+        return t2.attempts[0].http_status === 0 && t2.attempts[0].error;
+      }, { what: 'fallback after connection refused' });
+    } finally {
+      s.mock.configure({ routes: null });
+      await traces.close();
+    }
+  });
+});
+
+describe('bounds and shapes', () => {
+  test('a body over the limit gets 413, headers over the limit 431', async () => {
+    const big = await fetch(`${p1.url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${T.agentKey}` }, body: 'x'.repeat(11 * 1024 * 1024),
+    }).catch((e) => e);
+    if (!(big instanceof Error)) {
+      assert.equal(big.status, 413);
+    }
+    const huge = await fetch(`${p1.url}/v1/models`, { headers: { authorization: `Bearer ${T.agentKey}`, 'x-pad': 'y'.repeat(64 * 1024) } }).catch((e) => e);
+    if (!(huge instanceof Error)) assert.equal(huge.status, 431);
+    assert.equal(await status(chat(p1, T.agentKey)), 200, 'the proxy is fine afterwards');
+  });
+
+  test('invalid JSON to a chat path is a 400 in the OpenAI shape, and is not forwarded', async () => {
+    s.mock.reset();
+    const r = await fetch(`${p1.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${T.agentKey}` }, body: '{"model":' });
+    assert.equal(r.status, 400);
+    const b = await r.json();
+    assert.equal(b.error.type, 'invalid_request_error');
+    assert.equal(s.mock.received().length, 0);
+  });
+
+  test('any other path is passed through as plain HTTP', async () => {
+    const r = await fetch(`${p1.url}/v2/things?x=1&y=two`, { method: 'PUT', headers: { authorization: `Bearer ${T.agentKey}`, 'x-custom': 'kept' }, body: 'raw body' });
+    assert.equal(r.status, 200);
+    const echo = await r.json();
+    assert.equal(echo.path, '/v2/things');
+    assert.equal(echo.method, 'PUT');
+    assert.equal(echo.body, 'raw body');
+    assert.equal(echo.headers['x-custom'], 'kept');
+    assert.deepEqual(echo.query, { x: '1', y: 'two' });
+  });
+
+  test('a client that leaves mid-stream cancels the upstream transfer', async () => {
+    const ctrl = new AbortController();
+    const r = await fetch(`${p1.url}/v1/chat/completions`, {
+      method: 'POST', signal: ctrl.signal,
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json', 'x-mock-chunk-delay-ms': '300', 'x-mock-chunks': '40' },
+      body: JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+    });
+    const reader = r.body.getReader();
+    await reader.read();
+    ctrl.abort();
+    const metric = async () => Number(/renlayer_proxy_client_aborts_total (\d+)/.exec(await (await fetch(`${p1.url}/metrics`)).text())?.[1] ?? 0);
+    await waitFor(async () => (await metric()) >= 1, { timeout: 10000, what: 'the abort noticed' });
+  });
+});
+
+describe('dependencies failing', () => {
+  test('NATS down during traffic: requests succeed, every trace arrives after NATS returns', async () => {
+    const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
+    const ids = [];
+    try {
+      await s.nats.stop();
+      for (let i = 0; i < 40; i++) {
+        const r = await chat(i % 2 ? p1 : p2, T.agentKey, {}, { 'X-RenLayer-Session': 'nats-outage' });
+        assert.equal(r.status, 200);
+        ids.push(r.headers.get('x-renlayer-trace-id'));
+        await r.arrayBuffer();
+      }
+      const depth = async (p) => Number(/renlayer_proxy_spool_depth (\d+)/.exec(await (await fetch(`${p.url}/metrics`)).text())?.[1] ?? 0);
+      assert.ok((await depth(p1)) + (await depth(p2)) > 0, 'traces wait in the spools');
+      await s.nats.start();
+      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
+        { timeout: 30000, what: 'every trace after NATS returned' });
+      await waitFor(async () => (await depth(p1)) + (await depth(p2)) === 0, { what: 'spools drained' });
+    } finally {
+      await traces.close();
+    }
+  });
+
+  test('PostgreSQL down: cached agents keep working; a fail-closed tenant gets a clear error', async () => {
+    const F = await s.seedTenant('owner@failclosed.test');
+    await s.db.query('UPDATE renlayer.tenants SET fail_closed = true WHERE id = $1', [F.tenantId]);
+    await waitFor(async () => (await status(chat(p1, F.agentKey))) === 200, { what: 'fail-closed tenant loaded' });
+    await s.db.end();
+    await s.pg.stop();
+    try {
+      await waitFor(async () => (await fetch(`${p1.url}/readyz`)).status === 503, { what: 'proxy notices' });
+      assert.equal(await status(chat(p1, T.agentKey)), 200, 'fail open');
+      const r = await chat(p1, F.agentKey);
+      assert.equal(r.status, 503);
+      const b = await r.json();
+      assert.match(b.error.message, /database is unreachable/);
+    } finally {
+      await s.pg.start();
+      await waitFor(async () => (await fetch(`${p1.url}/readyz`)).status === 200, { timeout: 30000, what: 'proxy ready again' });
+      s.db = new (await import('pg')).default.Client({ connectionString: s.pg.url });
+      await s.db.connect();
+    }
+    assert.equal(await status(chat(p1, F.agentKey)), 200);
+  });
+});
