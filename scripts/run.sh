@@ -104,7 +104,7 @@ start_service api "$RENLAYER_API_PORT"
 start_service trace-writer "$RENLAYER_TRACE_WRITER_PORT"
 start_service session-tracker "$RENLAYER_SESSION_TRACKER_PORT"
 start_service insights "$RENLAYER_INSIGHTS_PORT"
-RENLAYER_DEFAULT_UPSTREAM="$upstream" start_service proxy "$RENLAYER_PROXY_PORT"
+RENLAYER_SPOOL_DIR="$state/spool" start_service proxy "$RENLAYER_PROXY_PORT"
 
 for svc in "proxy $RENLAYER_PROXY_PORT" "api $RENLAYER_API_PORT" "trace-writer $RENLAYER_TRACE_WRITER_PORT" \
            "session-tracker $RENLAYER_SESSION_TRACKER_PORT" "insights $RENLAYER_INSIGHTS_PORT"; do

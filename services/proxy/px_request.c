@@ -132,15 +132,20 @@ static bool serve_builtin(px_request_t *req)
         return true;
     }
     if (strcmp(req->path, "/readyz") == 0) {
+        /* Ready means able to serve: a loaded configuration. The database
+         * and the bus are reported, but their loss only degrades the proxy
+         * (fail open on cached config, traces spooled), so a load balancer
+         * must not take every proxy out of service when PostgreSQL or NATS
+         * restarts. */
         json_t *checks = json_object();
-        bool ready = rl_service_readiness(o->service, checks);
+        bool deps = rl_service_readiness(o->service, checks);
         bool loaded = px_cache_loaded(o->cache);
         json_object_set_new(checks, "config", json_string(loaded ? "up" : "down"));
-        ready = ready && loaded;
-        json_t *body = json_pack("{s:s,s:o}", "status", ready ? "ready" : "not_ready", "checks", checks);
+        json_t *body = json_pack("{s:s,s:b,s:o}", "status", loaded ? "ready" : "not_ready",
+                                 "degraded", loaded && !deps, "checks", checks);
         char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(body);
-        respond_text(req, ready ? 200 : 503, "application/json", text ? text : "{}",
+        respond_text(req, loaded ? 200 : 503, "application/json", text ? text : "{}",
                      text ? strlen(text) : 2);
         free(text);
         return true;
@@ -536,7 +541,7 @@ static void publish_trace(px_request_t *req, int64_t now_us)
     const px_price_t *price = t.model[0] && req->snap
                                   ? px_snapshot_price(req->snap, t.tenant_id, t.model)
                                   : NULL;
-    t.cost_usd = price ? px_price_cost(price, &t.usage) : 0;
+    t.cost_usd = price ? px_price_cost(price, &t.usage) : -1; /* unpriced: null */
     t.ended_at_us = px_wall_us();
     t.latency_ms = (double)(now_us - req->t_arrive_us) / 1000.0;
     t.upstream_ms = req->upstream_ms_total;
