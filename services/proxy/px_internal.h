@@ -96,6 +96,7 @@ struct px_request {
     px_proto_t proto;
     px_request_info_t info;
     rl_buf_t rewritten;      /* the forwarded body when it differs */
+    const px_gate_t *prepared_for; /* the gate rewritten was made for (pin, defaults) */
     const char *user;        /* MHD-owned header values, valid for the request */
     const char *session;
     char mcp_id[64];         /* JSON-RPC id text of an MCP call, for its errors */

@@ -276,10 +276,18 @@ static bool classify(px_request_t *req)
     size_t len = req->body.len;
     rl_status_t st = px_protocol_prepare(req->method, req->path, req->body.data, len, req->gate,
                                          req->gate->kind, &req->info, &req->rewritten);
-    if (st != RL_OK) {
+    snprintf(req->mcp_id, sizeof req->mcp_id, "%s", req->info.mcp_id);
+    req->prepared_for = req->gate;
+    if (st == RL_ERR_INVALID) {
         char msg[300];
-        snprintf(msg, sizeof msg, "The request body is not valid JSON: %.200s", rl_error_last());
+        snprintf(msg, sizeof msg, "The request body is not valid: %.200s", rl_error_last());
         px_request_respond_error(req, 400, "invalid_request", msg);
+        return false;
+    }
+    if (st != RL_OK) {
+        px_request_respond_error(req, st == RL_ERR_TOO_LARGE ? 413 : 500,
+                                 st == RL_ERR_TOO_LARGE ? "request_too_large" : "internal_error",
+                                 "The request could not be prepared for the upstream.");
         return false;
     }
     return true;
@@ -517,13 +525,6 @@ static size_t merge_tool_calls(px_request_t *req, px_tool_call_t *out, size_t ca
         size_t m = px_response_tool_calls(req->parser, &calls);
         for (size_t i = 0; i < m && n < cap; i++)
             out[n++] = calls[i];
-    }
-    if (req->info.tool_name[0] && n < cap) {
-        /* an MCP tools/call names the tool it calls */
-        memset(&out[n], 0, sizeof out[n]);
-        snprintf(out[n].name, sizeof out[n].name, "%s", req->info.tool_name);
-        out[n].phase = PX_TOOL_REQUESTED;
-        n++;
     }
     return n;
 }

@@ -234,6 +234,13 @@ rl_status_t px_upstream_start(px_request_t *req)
     px_worker_t *w = req->worker;
     const px_engine_options_t *o = &w->engine->opts;
     const px_gate_t *g = req->chain[req->attempt];
+    if (g != req->prepared_for) {
+        /* a fallback gate applies its own pin and defaults */
+        rl_buf_reset(&req->rewritten);
+        px_protocol_prepare(req->method, req->path, req->body.data, req->body.len, g, g->kind,
+                            &req->info, &req->rewritten);
+        req->prepared_for = g;
+    }
     const char *base = base_url(req, g);
     if (base == NULL) {
         snprintf(req->up_error, sizeof req->up_error, "gate '%s' has no upstream URL", g->name);
