@@ -3,6 +3,7 @@
  * extracts usage and cost, and publishes decisions and traces to the bus.
  * Serves /healthz, /readyz and /metrics on the same port. */
 #include <curl/curl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@ typedef struct {
     long workers, max_connections, max_body, max_header, timeout_ms, connect_timeout_ms;
     long max_attempts, backoff_ms, idle_timeout_s, refresh_ms, body_max, drain_ms;
     long spool_max_mb;
+    const char *decisions;
     const char *default_upstream, *openai_url, *anthropic_url, *spool_dir;
 } proxy_config_t;
 
@@ -71,6 +73,10 @@ static const rl_config_option_t options[] = {
     {"RENLAYER_CONFIG_REFRESH_MS", RL_CFG_INT, "60000", false,
      "full reload of keys, agents and gates (NOTIFY applies changes at once)", 1000, 86400000,
      NULL, &cfg.refresh_ms},
+    {"RENLAYER_PUBLISH_DECISIONS", RL_CFG_STRING, "blocking", false,
+     "`blocking`: a decision message for calls not forwarded as asked (denied, blocked; their "
+     "trace follows too); `all`: also for every allowed call, whose trace carries the same verdict",
+     0, 0, NULL, &cfg.decisions},
     {"RENLAYER_DRAIN_TIMEOUT_MS", RL_CFG_INT, "10000", false,
      "on SIGTERM, how long requests in flight may take to finish", 0, 600000, NULL,
      &cfg.drain_ms},
@@ -128,6 +134,10 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     raise_fd_limit(cfg.max_connections);
+    /* per-request buffers come and go: keep freed memory instead of handing
+     * it back to the kernel and faulting it in again on the next request */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
 
     uint8_t hash_key[32];
     rl_apikey_derive_hash_key(cfg.secret_key, hash_key);
@@ -164,6 +174,7 @@ int main(int argc, char **argv)
             .openai_url = cfg.openai_url,
             .anthropic_url = cfg.anthropic_url,
             .hash_key = hash_key,
+            .decisions_for_allowed = cfg.decisions && strcmp(cfg.decisions, "all") == 0,
             .cache = cache,
             .publisher = publisher,
             .service = svc,

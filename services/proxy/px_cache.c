@@ -1029,6 +1029,13 @@ void px_snapshot_release(px_snapshot_t *snap)
         snapshot_free(snap);
 }
 
+px_snapshot_t *px_snapshot_retain(px_snapshot_t *snap)
+{
+    if (snap)
+        atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+    return snap;
+}
+
 uint64_t px_snapshot_generation(const px_snapshot_t *snap)
 {
     return snap ? snap->generation : 0;

@@ -79,6 +79,10 @@ px_snapshot_t *px_cache_acquire(px_cache_t *cache);
  * px_cache_destroy). NULL does nothing. */
 void px_snapshot_release(px_snapshot_t *snap);
 
+/* Takes one more reference to a snapshot the caller already holds one of
+ * (lock-free), and returns it. NULL gives NULL. */
+px_snapshot_t *px_snapshot_retain(px_snapshot_t *snap);
+
 uint64_t px_snapshot_generation(const px_snapshot_t *snap);
 
 /* The key whose keyed hash is hash, or NULL (unknown, revoked, or its agent

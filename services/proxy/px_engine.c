@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,7 +17,7 @@
 
 /* epoll tags: MHD's fd, the curl timer and the wake fd are told apart from
  * curl sockets by these sentinel pointers in epoll_event.data.ptr. */
-static char tag_mhd, tag_timer, tag_wake;
+static char tag_mhd, tag_wake;
 
 int64_t px_now_us(void)
 {
@@ -83,19 +82,32 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     return 0;
 }
 
+/* curl's timer is a deadline the loop waits for: no system call per update. */
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
     px_worker_t *w = userp;
-    struct itimerspec its = {0};
-    if (timeout_ms > 0) {
-        its.it_value.tv_sec = timeout_ms / 1000;
-        its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000L;
-    } else if (timeout_ms == 0) {
-        its.it_value.tv_nsec = 1; /* as soon as possible */
-    }
-    timerfd_settime(w->timer_fd, 0, &its, NULL);
+    w->curl_due_ms = timeout_ms < 0 ? -1 : px_now_us() / 1000 + timeout_ms;
     return 0;
+}
+
+CURL *px_worker_easy(px_worker_t *w)
+{
+    if (w->nidle_easy > 0)
+        return w->idle_easy[--w->nidle_easy];
+    return curl_easy_init();
+}
+
+void px_worker_easy_done(px_worker_t *w, CURL *easy)
+{
+    if (easy == NULL)
+        return;
+    if (w->nidle_easy < sizeof w->idle_easy / sizeof w->idle_easy[0]) {
+        curl_easy_reset(easy);
+        w->idle_easy[w->nidle_easy++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
 }
 
 static void check_finished(px_worker_t *w)
@@ -167,6 +179,11 @@ static int64_t now_ms(void)
 static int loop_timeout_ms(px_worker_t *w)
 {
     long timeout = 1000;
+    if (w->curl_due_ms >= 0) {
+        int64_t wait = w->curl_due_ms - now_ms();
+        if (wait < timeout)
+            timeout = wait < 0 ? 0 : (long)wait;
+    }
     MHD_UNSIGNED_LONG_LONG mhd_to;
     if (MHD_get_timeout(w->daemon, &mhd_to) == MHD_YES && (long)mhd_to < timeout)
         timeout = (long)mhd_to;
@@ -178,6 +195,20 @@ static int loop_timeout_ms(px_worker_t *w)
     return (int)timeout;
 }
 
+/* Picks up a newer configuration snapshot: one atomic read per loop, the
+ * cache's lock only when the generation changed. */
+static void refresh_snapshot(px_worker_t *w)
+{
+    px_cache_t *cache = w->engine->opts.cache;
+    if (w->snap && px_snapshot_generation(w->snap) == px_cache_generation(cache))
+        return;
+    px_snapshot_t *fresh = px_cache_acquire(cache);
+    if (fresh) {
+        px_snapshot_release(w->snap);
+        w->snap = fresh;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     px_worker_t *w = arg;
@@ -186,6 +217,7 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, events, 64, loop_timeout_ms(w));
         if (n < 0 && errno != EINTR)
             break;
+        refresh_snapshot(w);
         bool stop = false;
         for (int i = 0; i < n; i++) {
             void *tag = events[i].data.ptr;
@@ -199,21 +231,17 @@ static void *worker_main(void *arg)
                 stop = atomic_load(&w->engine->stopping);
                 continue;
             }
-            if (tag == &tag_timer) {
-                uint64_t expirations;
-                if (read(w->timer_fd, &expirations, sizeof expirations) < 0) {
-                    /* a spurious wake-up: nothing expired */
-                }
-                int running;
-                curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-                continue;
-            }
             int fd = events[i].data.fd;
             int mask = (events[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                        (events[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                        (events[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
             int running;
             curl_multi_socket_action(w->multi, fd, mask, &running);
+        }
+        if (w->curl_due_ms >= 0 && w->curl_due_ms <= now_ms()) {
+            w->curl_due_ms = -1;
+            int running;
+            curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         check_finished(w);
         if (w->pending)
@@ -262,17 +290,18 @@ static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_s
 {
     w->engine = e;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    w->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    w->curl_due_ms = -1;
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     rl_buf_init(&w->scratch, 64 * 1024);
-    if (w->epfd < 0 || w->timer_fd < 0 || w->wake_fd < 0)
-        return rl_error(RL_ERR_IO, "epoll/timerfd/eventfd: %s", strerror(errno));
+    if (w->epfd < 0 || w->wake_fd < 0)
+        return rl_error(RL_ERR_IO, "epoll/eventfd: %s", strerror(errno));
 
     unsigned per_worker = e->opts.max_connections / e->nworkers;
     if (per_worker < 16)
         per_worker = 16;
     w->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, w,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, on_access, w,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)ss, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -299,8 +328,6 @@ static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_s
     struct epoll_event ev = {.events = EPOLLIN};
     ev.data.ptr = &tag_mhd;
     epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->mhd_fd, &ev);
-    ev.data.ptr = &tag_timer;
-    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->timer_fd, &ev);
     ev.data.ptr = &tag_wake;
     epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev);
     return RL_OK;
@@ -310,13 +337,14 @@ static void worker_free(px_worker_t *w)
 {
     if (w->daemon)
         MHD_stop_daemon(w->daemon);
+    px_snapshot_release(w->snap);
+    while (w->nidle_easy > 0)
+        curl_easy_cleanup(w->idle_easy[--w->nidle_easy]);
     if (w->multi)
         curl_multi_cleanup(w->multi);
     rl_buf_free(&w->scratch);
     if (w->epfd >= 0)
         close(w->epfd);
-    if (w->timer_fd >= 0)
-        close(w->timer_fd);
     if (w->wake_fd >= 0)
         close(w->wake_fd);
 }
@@ -367,7 +395,7 @@ rl_status_t px_engine_start(const px_engine_options_t *opts, px_engine_t **out)
         return rl_error(RL_ERR_NOMEM, "workers");
     }
     for (unsigned i = 0; i < e->nworkers; i++) {
-        e->workers[i].epfd = e->workers[i].timer_fd = e->workers[i].wake_fd = -1;
+        e->workers[i].epfd = e->workers[i].wake_fd = -1;
         e->workers[i].index = i;
     }
     for (unsigned i = 0; i < e->nworkers && st == RL_OK; i++) {

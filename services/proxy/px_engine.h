@@ -34,6 +34,8 @@ typedef struct {
     const char *openai_url;       /* default base URL of openai gates */
     const char *anthropic_url;    /* default base URL of anthropic gates */
     const uint8_t *hash_key;      /* 32 bytes: keyed hash of presented API keys */
+    bool decisions_for_allowed;   /* publish a decision message for ALLOWED calls too (their
+                                     trace carries the same verdict) */
     px_cache_t *cache;            /* borrowed */
     px_publisher_t *publisher;    /* borrowed */
     rl_service_t *service;        /* borrowed: readiness for /readyz */

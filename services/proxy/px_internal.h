@@ -54,11 +54,14 @@ struct px_worker {
     struct MHD_Daemon *daemon;
     int epfd;       /* the worker's epoll set: MHD's epoll fd, curl's sockets, the timer */
     int mhd_fd;     /* MHD's own epoll fd */
-    int timer_fd;   /* curl's timeout */
+    int64_t curl_due_ms; /* when curl wants its timeout handled; -1: no timer */
     int wake_fd;    /* eventfd: stop requests */
     CURLM *multi;
     px_pending_t *pending; /* retries by due time */
     size_t in_flight;
+    px_snapshot_t *snap;   /* the configuration this worker's new requests use */
+    CURL *idle_easy[64];   /* easy handles kept for reuse (their state is reset) */
+    size_t nidle_easy;
     rl_buf_t scratch;      /* reusable buffer for error bodies */
 };
 
@@ -152,6 +155,8 @@ void px_upstream_cancel(px_request_t *req);
 void px_upstream_run_pending(px_worker_t *w, int64_t now_ms);
 
 /* px_engine.c */
+CURL *px_worker_easy(px_worker_t *w);
+void px_worker_easy_done(px_worker_t *w, CURL *easy);
 void px_worker_resume(px_request_t *req);
 void px_engine_count_status(px_engine_t *e, int status);
 int64_t px_now_us(void);

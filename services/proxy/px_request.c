@@ -193,7 +193,7 @@ static bool authenticate(px_request_t *req)
                                  "or x-api-key.");
         return false;
     }
-    req->snap = px_cache_acquire(e->opts.cache);
+    req->snap = px_snapshot_retain(req->worker->snap);
     if (req->snap == NULL) {
         px_request_respond_error(req, 503, "not_ready",
                                  "The proxy has not loaded its configuration yet.");
@@ -346,7 +346,8 @@ static enum MHD_Result run(px_request_t *req)
     /* Request path steps 4-6 go here, each one call: rate limits and the
      * session gate, policies, DLP on the request. */
     req->status = PX_STATUS_ALLOWED;
-    publish_decision(req);
+    if (req->worker->engine->opts.decisions_for_allowed)
+        publish_decision(req);
     plan_attempts(req);
     req->state = PX_RS_UPSTREAM;
     MHD_suspend_connection(req->conn);

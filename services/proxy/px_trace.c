@@ -532,8 +532,20 @@ struct px_publisher {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop;
+    bool stop_sender;
 
     atomic_uint_fast64_t nacks; /* px_publisher_nack calls, for the replay backoff */
+
+    /* The hand-over to the bus: request threads queue encoded messages here
+     * and one sender thread publishes them in batches, so libnats' locks,
+     * its flusher wake-ups and its socket writes are paid per batch, not per
+     * request (measured: about half the proxy's CPU per request otherwise). */
+    pthread_t sender;
+    pthread_mutex_t q_mu;
+    struct queued *q_head, *q_tail;
+    size_t q_len;
+    size_t q_bytes;
+    bool q_sending; /* the sender is publishing a batch it took */
 
     rl_gauge_t *depth;
     rl_counter_t *dropped, *pub_trace, *pub_decision, *spooled, *replayed;
@@ -614,23 +626,125 @@ static rl_status_t spool_put(px_publisher_t *pub, const char *subject, const cha
     return st;
 }
 
-/* Straight to the bus while nothing older waits in the spool (order), else
- * or when the bus refuses: to the spool. */
+static bool stopping_sender(px_publisher_t *pub);
+
+/* A message waiting for the sender thread. */
+struct queued {
+    struct queued *next;
+    rl_counter_t *published;
+    char subject[RL_BUS_SUBJECT_MAX];
+    char msg_id[PX_ID_LEN + 2];
+    size_t len;
+    char data[]; /* len bytes */
+};
+
+#define QUEUE_MAX_MESSAGES 65536
+#define QUEUE_MAX_BYTES ((size_t)256 << 20)
+#define SEND_TICK_MS 1
+
+/* To the sender thread while nothing older waits in the spool (order) and
+ * the queue has room; else to the spool. */
 static rl_status_t publish(px_publisher_t *pub, const char *subject, const char *msg_id,
                            const rl_buf_t *msg, rl_counter_t *published)
 {
     if (px_spool_depth(pub->spool) == 0 && rl_bus_is_ready(pub->bus)) {
-        rl_status_t st = rl_bus_publish_js(pub->bus, subject, msg_id, msg->data, msg->len);
-        if (st == RL_OK) {
-            rl_counter_add(published, 1);
-            return RL_OK;
-        }
-        if (st == RL_ERR_INVALID || st == RL_ERR_TOO_LARGE) { /* no retry will help */
-            rl_counter_add(pub->dropped, 1);
-            return st;
+        struct queued *q = malloc(sizeof *q + msg->len);
+        if (q) {
+            q->next = NULL;
+            q->published = published;
+            snprintf(q->subject, sizeof q->subject, "%s", subject);
+            snprintf(q->msg_id, sizeof q->msg_id, "%s", msg_id);
+            q->len = msg->len;
+            memcpy(q->data, msg->data, msg->len);
+            pthread_mutex_lock(&pub->q_mu);
+            bool room = pub->q_len < QUEUE_MAX_MESSAGES && pub->q_bytes + msg->len < QUEUE_MAX_BYTES;
+            if (room) {
+                if (pub->q_tail)
+                    pub->q_tail->next = q;
+                else
+                    pub->q_head = q;
+                pub->q_tail = q;
+                pub->q_len++;
+                pub->q_bytes += msg->len;
+            }
+            pthread_mutex_unlock(&pub->q_mu);
+            if (room)
+                return RL_OK;
+            free(q);
         }
     }
     return spool_put(pub, subject, msg_id, msg->data, msg->len);
+}
+
+/* Publishes one batch of queued messages; what the bus refuses, and
+ * everything after it, goes to the spool (order kept). */
+static void send_batch(px_publisher_t *pub)
+{
+    pthread_mutex_lock(&pub->q_mu);
+    struct queued *q = pub->q_head;
+    pub->q_head = pub->q_tail = NULL;
+    pub->q_len = 0;
+    pub->q_bytes = 0;
+    pub->q_sending = q != NULL;
+    pthread_mutex_unlock(&pub->q_mu);
+    bool refused = false;
+    while (q) {
+        struct queued *next = q->next;
+        rl_status_t st = RL_ERR_UNAVAILABLE;
+        if (!refused && px_spool_depth(pub->spool) == 0)
+            st = rl_bus_publish_js(pub->bus, q->subject, q->msg_id, q->data, q->len);
+        if (st == RL_OK) {
+            rl_counter_add(q->published, 1);
+        } else if (st == RL_ERR_INVALID || st == RL_ERR_TOO_LARGE) {
+            rl_counter_add(pub->dropped, 1); /* no retry will help */
+        } else {
+            refused = true;
+            pthread_mutex_lock(&pub->spool_mu);
+            if (pub->spool)
+                spool_put(pub, q->subject, q->msg_id, q->data, q->len);
+            pthread_mutex_unlock(&pub->spool_mu);
+        }
+        free(q);
+        q = next;
+    }
+    pthread_mutex_lock(&pub->q_mu);
+    pub->q_sending = false;
+    pthread_mutex_unlock(&pub->q_mu);
+}
+
+static bool queue_empty(px_publisher_t *pub)
+{
+    pthread_mutex_lock(&pub->q_mu);
+    bool empty = pub->q_head == NULL;
+    pthread_mutex_unlock(&pub->q_mu);
+    return empty;
+}
+
+rl_status_t px_publisher_flush(px_publisher_t *pub, long timeout_ms)
+{
+    int64_t end = mono_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&pub->q_mu);
+        bool idle = pub->q_head == NULL && !pub->q_sending;
+        pthread_mutex_unlock(&pub->q_mu);
+        if (idle)
+            return RL_OK;
+        if (mono_ms() >= end)
+            return rl_error(RL_ERR_TIMEOUT, "publisher queue not drained in %ld ms", timeout_ms);
+        nap_ms(1);
+    }
+}
+
+static void *sender_main(void *arg)
+{
+    px_publisher_t *pub = arg;
+    for (;;) {
+        bool stop = stopping_sender(pub);
+        send_batch(pub);
+        if (stop && queue_empty(pub))
+            return NULL;
+        nap_ms(SEND_TICK_MS);
+    }
 }
 
 static rl_status_t publish_one(px_publisher_t *pub, const px_trace_t *t, bool decision)
@@ -715,6 +829,14 @@ static bool stopping(px_publisher_t *pub)
 {
     pthread_mutex_lock(&pub->mu);
     bool s = pub->stop;
+    pthread_mutex_unlock(&pub->mu);
+    return s;
+}
+
+static bool stopping_sender(px_publisher_t *pub)
+{
+    pthread_mutex_lock(&pub->mu);
+    bool s = pub->stop_sender;
     pthread_mutex_unlock(&pub->mu);
     return s;
 }
@@ -938,7 +1060,22 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
     pthread_cond_init(&pub->cond, &ca);
     pthread_condattr_destroy(&ca);
     rl_gauge_set(pub->depth, (double)px_spool_depth(pub->spool));
+    pthread_mutex_init(&pub->q_mu, NULL);
+    if (pthread_create(&pub->sender, NULL, sender_main, pub) != 0) {
+        px_spool_close(pub->spool);
+        pthread_mutex_destroy(&pub->q_mu);
+        pthread_cond_destroy(&pub->cond);
+        pthread_mutex_destroy(&pub->mu);
+        pthread_mutex_destroy(&pub->spool_mu);
+        free(pub);
+        return rl_error(RL_ERR_INTERNAL, "px_publisher: sender thread: %s", strerror(errno));
+    }
     if (pthread_create(&pub->thread, NULL, replay_main, pub) != 0) {
+        pthread_mutex_lock(&pub->mu);
+        pub->stop_sender = true;
+        pthread_mutex_unlock(&pub->mu);
+        pthread_join(pub->sender, NULL);
+        pthread_mutex_destroy(&pub->q_mu);
         px_spool_close(pub->spool);
         pthread_cond_destroy(&pub->cond);
         pthread_mutex_destroy(&pub->mu);
@@ -954,6 +1091,12 @@ void px_publisher_destroy(px_publisher_t *pub)
 {
     if (!pub)
         return;
+    /* the sender first: what it holds goes to the bus or the spool */
+    pthread_mutex_lock(&pub->mu);
+    pub->stop_sender = true;
+    pthread_mutex_unlock(&pub->mu);
+    pthread_join(pub->sender, NULL);
+    pthread_mutex_destroy(&pub->q_mu);
     pthread_mutex_lock(&pub->mu);
     pub->stop = true;
     pthread_cond_broadcast(&pub->cond);

@@ -116,6 +116,11 @@ rl_status_t px_publisher_trace(px_publisher_t *pub, const px_trace_t *t);
  * stream did not store. */
 void px_publisher_nack(px_publisher_t *pub, const rl_bus_nack_t *nack);
 
+/* Waits up to timeout_ms until every message handed to the publisher so far
+ * was passed to the bus or the spool (they go through a sender thread that
+ * publishes in batches). RL_ERR_TIMEOUT otherwise. For tests and shutdown. */
+rl_status_t px_publisher_flush(px_publisher_t *pub, long timeout_ms);
+
 /* Messages in the spool now (for /metrics and tests). */
 uint64_t px_publisher_spool_depth(px_publisher_t *pub);
 

@@ -257,10 +257,9 @@ rl_status_t px_upstream_start(px_request_t *req)
     }
     curl_slist_free_all(req->upstream_headers);
     req->upstream_headers = build_headers(req, g);
-    CURL *e = curl_easy_init();
+    CURL *e = px_worker_easy(w);
     if (e == NULL || req->upstream_headers == NULL) {
-        if (e)
-            curl_easy_cleanup(e);
+        px_worker_easy_done(w, e);
         req->up_result = CURLE_OUT_OF_MEMORY;
         return rl_error(RL_ERR_NOMEM, "upstream");
     }
@@ -296,7 +295,7 @@ rl_status_t px_upstream_start(px_request_t *req)
     req->t_up_start_us = px_now_us();
     req->easy = e;
     if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
-        curl_easy_cleanup(e);
+        px_worker_easy_done(w, e);
         req->easy = NULL;
         req->up_result = CURLE_FAILED_INIT;
         return rl_error(RL_ERR_IO, "curl_multi_add_handle");
@@ -346,7 +345,7 @@ void px_upstream_done(px_request_t *req, CURLcode result)
     int64_t now = px_now_us();
     double ms = (double)(now - req->t_up_start_us) / 1000.0;
     curl_multi_remove_handle(w->multi, req->easy);
-    curl_easy_cleanup(req->easy);
+    px_worker_easy_done(w, req->easy);
     req->easy = NULL;
     req->upstream_ms_total += ms;
     req->up_result = result;
@@ -383,7 +382,7 @@ void px_upstream_cancel(px_request_t *req)
     px_worker_t *w = req->worker;
     if (req->easy) {
         curl_multi_remove_handle(w->multi, req->easy);
-        curl_easy_cleanup(req->easy);
+        px_worker_easy_done(w, req->easy);
         req->easy = NULL;
     }
     for (px_pending_t **at = &w->pending; *at;) {

@@ -68,7 +68,7 @@ key=$("$build/services/api/renlayer-api" seed-demo --email bench@renlayer.test \
       sed -n 's/^RENLAYER_DEMO_AGENT_KEY=//p')
 
 RENLAYER_LISTEN_ADDR="127.0.0.1:$px_port" RENLAYER_LOG_LEVEL=warn RENLAYER_SPOOL_DIR="$work/spool" \
-  RENLAYER_PROXY_WORKERS=2 "$build/services/proxy/renlayer-proxy" 2>"$work/proxy.log" &
+  RENLAYER_PROXY_WORKERS=${BENCH_WORKERS:-2} "$build/services/proxy/renlayer-proxy" 2>"$work/proxy.log" &
 px_pid=$!
 pids+=("$px_pid")
 for _ in $(seq 1 200); do

@@ -23,7 +23,8 @@ const lastReceived = (pathPart) => [...s.mock.received()].reverse().find((r) => 
 before(async () => {
   s = await startProxyStack();
   T = await s.seedTenant('owner@e2e.test');
-  proxy = await s.startProxy();
+  // every decision on the bus, allowed ones too (the default publishes them for blocked calls)
+  proxy = await s.startProxy({ RENLAYER_PUBLISH_DECISIONS: 'all' });
   traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
   decisions = await watchStream(s.nats.url, 'RENLAYER_DECISIONS', [`renlayer.decisions.${T.tenantId}.>`]);
   openai = new OpenAI({

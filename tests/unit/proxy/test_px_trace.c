@@ -1025,6 +1025,8 @@ static void publish_traces(fixture_t *f, char (*ids)[RL_UUID_STR_LEN + 1], int f
         if (st != RL_OK)
             fail_msg("px_publisher_trace %d: %s: %s", i, rl_status_str(st), rl_error_last());
     }
+    /* the sender thread hands them to the bus (or the spool) in batches */
+    assert_int_equal(px_publisher_flush(atomic_load(&f->pub), 10000), RL_OK);
 }
 
 static void assert_metric(fixture_t *f, const char *line)
