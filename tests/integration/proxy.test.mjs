@@ -101,6 +101,22 @@ describe('gates', () => {
     }
   });
 
+  test('round-robin spreads requests over the gate and its fallbacks', async () => {
+    const b = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, { name: 'rr-b', kind: 'openai', upstream_url: `${s.mock.url}/rr-b` });
+    const a = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, {
+      name: 'rr-a', kind: 'openai', upstream_url: `${s.mock.url}/rr-a`, strategy: 'round-robin', fallback_gate_ids: [b.body.id],
+    });
+    assert.equal(a.status, 201, JSON.stringify(a.body));
+    await waitFor(async () => (await status(chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'rr-a' }))) === 200, { what: 'rr gate loaded' });
+    s.mock.reset();
+    for (let i = 0; i < 20; i++) assert.equal(await status(chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'rr-a' })), 200);
+    const paths = s.mock.received().map((r) => r.path.split('/')[1]);
+    const na = paths.filter((p) => p === 'rr-a').length;
+    const nb = paths.filter((p) => p === 'rr-b').length;
+    assert.equal(na + nb, 20);
+    assert.ok(na >= 5 && nb >= 5, `spread ${na}/${nb}`);
+  });
+
   test('an unknown gate is a 404 in the protocol shape', async () => {
     const r = await chat(p1, T.agentKey, {}, { 'X-RenLayer-Gate': 'nope' });
     assert.equal(r.status, 404);
@@ -213,6 +229,33 @@ describe('dependencies failing', () => {
         { timeout: 30000, what: 'every trace after NATS returned' });
       await waitFor(async () => (await depth(p1)) + (await depth(p2)) === 0, { what: 'spools drained' });
     } finally {
+      await traces.close();
+    }
+  });
+
+  test('the spool survives a restart of the proxy: traces written while NATS was down arrive later', async () => {
+    const spoolDir = `${s.spool}/restart`;
+    const p3 = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
+    const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
+    const ids = [];
+    try {
+      await s.nats.stop();
+      for (let i = 0; i < 10; i++) {
+        const r = await chat(p3, T.agentKey, {}, { 'X-RenLayer-Session': 'restart' });
+        assert.equal(r.status, 200);
+        ids.push(r.headers.get('x-renlayer-trace-id'));
+        await r.arrayBuffer();
+      }
+      assert.equal(await p3.stop('SIGTERM'), 0);
+      const again = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
+      const depth = Number(/renlayer_proxy_spool_depth (\d+)/.exec(await (await fetch(`${again.url}/metrics`)).text())?.[1] ?? 0);
+      assert.ok(depth >= 10, `the restarted proxy found ${depth} spooled messages`);
+      await s.nats.start();
+      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
+        { timeout: 30000, what: 'the spooled traces after the restart' });
+      await again.stop();
+    } finally {
+      if (!s.nats.running) await s.nats.start();
       await traces.close();
     }
   });
