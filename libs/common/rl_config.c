@@ -63,6 +63,20 @@ static bool has_scheme(const char *url, const char *schemes)
     return false;
 }
 
+static bool one_of(const char *v, const char *choices)
+{
+    const char *p = choices;
+    size_t vn = strlen(v);
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        if (n == vn && strncmp(v, p, n) == 0)
+            return true;
+        p = comma ? comma + 1 : NULL;
+    }
+    return false;
+}
+
 static bool valid_addr(const char *s)
 {
     const char *colon = strrchr(s, ':');
@@ -145,6 +159,15 @@ static void load_one(const rl_config_option_t *o, err_sink_t *errs)
     case RL_CFG_LOGLEVEL:
         if (rl_log_level_parse(v, (rl_log_level_t *)o->target) != RL_OK)
             sink_add(errs, o->name, "must be one of error, warn, info, debug, trace", v);
+        break;
+    case RL_CFG_ENUM:
+        if (!one_of(v, o->schemes ? o->schemes : "")) {
+            char what[160];
+            snprintf(what, sizeof what, "must be one of %s", o->schemes ? o->schemes : "");
+            sink_add(errs, o->name, what, v);
+        } else {
+            *(const char **)o->target = v;
+        }
         break;
     case RL_CFG_HEXKEY:
         if (!parse_hexkey(v, (uint8_t *)o->target))

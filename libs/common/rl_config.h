@@ -20,6 +20,7 @@ typedef enum {
     RL_CFG_ADDR,     /* const char *: host:port with a port in 0..65535 */
     RL_CFG_LOGLEVEL, /* rl_log_level_t */
     RL_CFG_HEXKEY,   /* uint8_t[32]: exactly 64 hex characters */
+    RL_CFG_ENUM,     /* const char *: one of the comma list in `schemes` */
 } rl_config_type_t;
 
 typedef struct {
@@ -29,7 +30,7 @@ typedef struct {
     bool required;             /* an empty or missing value is an error */
     const char *help;          /* one line for the configuration table */
     long min, max;             /* RL_CFG_INT bounds (both 0: any long) */
-    const char *schemes;       /* RL_CFG_URL: comma list, "postgres,postgresql" */
+    const char *schemes;       /* RL_CFG_URL: schemes, RL_CFG_ENUM: choices; comma lists */
     void *target;              /* where the parsed value goes; see the types */
 } rl_config_option_t;
 

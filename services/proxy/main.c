@@ -73,10 +73,10 @@ static const rl_config_option_t options[] = {
     {"RENLAYER_CONFIG_REFRESH_MS", RL_CFG_INT, "60000", false,
      "full reload of keys, agents and gates (NOTIFY applies changes at once)", 1000, 86400000,
      NULL, &cfg.refresh_ms},
-    {"RENLAYER_PUBLISH_DECISIONS", RL_CFG_STRING, "blocking", false,
+    {"RENLAYER_PUBLISH_DECISIONS", RL_CFG_ENUM, "blocking", false,
      "`blocking`: a decision message for calls not forwarded as asked (denied, blocked; their "
      "trace follows too); `all`: also for every allowed call, whose trace carries the same verdict",
-     0, 0, NULL, &cfg.decisions},
+     0, 0, "blocking,all", &cfg.decisions},
     {"RENLAYER_DRAIN_TIMEOUT_MS", RL_CFG_INT, "10000", false,
      "on SIGTERM, how long requests in flight may take to finish", 0, 600000, NULL,
      &cfg.drain_ms},

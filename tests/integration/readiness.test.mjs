@@ -129,6 +129,17 @@ test('bad configuration exits with every problem named', async () => {
   assert.match(r.stderr, /RENLAYER_HEALTH_INTERVAL_MS: must be between 50 and 60000/);
 });
 
+test('the README configuration table names every setting of every service', async () => {
+  const readme = await (await import('node:fs/promises')).readFile(path.join(sourceDir, 'README.md'), 'utf8');
+  for (const name of ['api', 'proxy', 'trace-writer', 'session-tracker', 'insights']) {
+    const r = await runBinary(name, ['--help-config'], {});
+    assert.equal(r.code, 0, name);
+    const vars = [...r.stdout.matchAll(/^\| `(RENLAYER_[A-Z_]+)` \|/gm)].map((m) => m[1]);
+    assert.ok(vars.length >= 5, name);
+    for (const v of vars) assert.ok(readme.includes(`\`${v}\``), `${v} (${name}) is missing from the README`);
+  }
+});
+
 test('--help-config prints the settings table', async () => {
   const r = await runBinary('api', ['--help-config'], {});
   assert.equal(r.code, 0);

@@ -9,7 +9,7 @@
 #include "rl_config.h"
 #include "rl_log.h"
 
-static const char *db_url, *listen_addr, *name;
+static const char *db_url, *listen_addr, *name, *mode;
 static long workers;
 static bool signup;
 static rl_log_level_t level;
@@ -23,6 +23,7 @@ static const rl_config_option_t options[] = {
     {"RENLAYER_T_LOG_LEVEL", RL_CFG_LOGLEVEL, "info", false, "log", 0, 0, NULL, &level},
     {"RENLAYER_T_SECRET_KEY", RL_CFG_HEXKEY, NULL, false, "key", 0, 0, NULL, key},
     {"RENLAYER_T_NAME", RL_CFG_STRING, "x", false, "name", 0, 0, NULL, &name},
+    {"RENLAYER_T_MODE", RL_CFG_ENUM, "fast", false, "mode", 0, 0, "fast,safe", &mode},
 };
 #define NOPTS (sizeof options / sizeof options[0])
 
@@ -47,6 +48,7 @@ static void defaults_apply(void **state)
     assert_false(signup);
     assert_int_equal(level, RL_LOG_INFO);
     assert_string_equal(name, "x");
+    assert_string_equal(mode, "fast");
 }
 
 static void values_are_parsed(void **state)
@@ -76,6 +78,7 @@ static void every_bad_value_is_reported(void **state)
     setenv("RENLAYER_T_LOG_LEVEL", "loud", 1);
     setenv("RENLAYER_T_SECRET_KEY", "abcd", 1);
     setenv("RENLAYER_T_LISTEN_ADDR", "localhost", 1);
+    setenv("RENLAYER_T_MODE", "fastest", 1);
     char err[1024];
     assert_int_equal(rl_config_load(options, NOPTS, err, sizeof err), RL_ERR_INVALID);
     assert_non_null(strstr(err, "RENLAYER_T_DATABASE_URL: is required"));
@@ -85,6 +88,7 @@ static void every_bad_value_is_reported(void **state)
     assert_non_null(strstr(err, "RENLAYER_T_SECRET_KEY: must be 64 hexadecimal"));
     assert_null(strstr(err, "abcd")); /* secrets are never echoed */
     assert_non_null(strstr(err, "RENLAYER_T_LISTEN_ADDR: must be host:port"));
+    assert_non_null(strstr(err, "RENLAYER_T_MODE: must be one of fast,safe (got 'fastest')"));
 }
 
 static void rejects_wrong_scheme_and_garbage_numbers(void **state)
