@@ -15,6 +15,7 @@
 #include "rl_buf.h"
 #include "rl_json.h"
 #include "rl_log.h"
+#include "rl_net.h"
 #include "rl_uuid.h"
 
 #define MAX_PARAMS 8
@@ -484,37 +485,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     rl_log(RL_LOG_WARN, "http server", "{s:s}", "detail", msg);
 }
 
-static rl_status_t parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
-        return rl_error(RL_ERR_INVALID, "listen address '%s' is not host:port", addr);
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    char *h = host;
-    size_t hl = strlen(h);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
-        h[hl - 1] = '\0', h++;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
-    if (rc != 0 || res == NULL)
-        return rl_error(RL_ERR_INVALID, "listen address '%s': %s", addr, gai_strerror(rc));
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *sslen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return RL_OK;
-}
-
 rl_status_t rl_http_server_start(const rl_http_options_t *opts, rl_http_server_t **out)
 {
     if (opts == NULL || opts->metrics == NULL || opts->listen_addr == NULL)
         return rl_error(RL_ERR_INVALID, "http server needs a listen address and a metrics registry");
     struct sockaddr_storage ss;
-    socklen_t sslen;
-    rl_status_t st = parse_listen(opts->listen_addr, &ss, &sslen);
+    rl_status_t st = rl_net_parse_listen(opts->listen_addr, &ss);
     if (st != RL_OK)
         return st;
     rl_http_server_t *srv = calloc(1, sizeof *srv);
@@ -552,7 +528,6 @@ rl_status_t rl_http_server_start(const rl_http_options_t *opts, rl_http_server_t
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = di ? di->port : 0;
-    (void)sslen;
     *out = srv;
     return RL_OK;
 }

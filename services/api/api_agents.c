@@ -280,15 +280,7 @@ void api_agents_patch(rl_http_request_t *req, void *ctx)
     }
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "agent.update", "agent", id, before, after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond_json(req, 200, after);
-        after = NULL;
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, 200, after, errors);
     free(patch);
     json_decref(errors);
     json_decref(before);
@@ -327,14 +319,7 @@ void api_agents_delete(rl_http_request_t *req, void *ctx)
     PQclear(r);
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "agent.delete", "agent", id, before, NULL);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond(req, 204, NULL, "", 0);
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, NULL);
-    }
+    api_call_finish(&call, st, 204, NULL, NULL);
     json_decref(before);
     api_call_end(&call);
 }
@@ -429,17 +414,7 @@ static void change_key(rl_http_request_t *req, void *ctx, bool revoke)
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, revoke ? "api_key.revoke" : "api_key.expire",
                        "api_key", key, before, after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        if (revoke)
-            rl_http_respond(req, 204, NULL, "", 0);
-        else
-            rl_http_respond_json(req, 200, json_incref(after));
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, revoke ? 204 : 200, revoke ? NULL : after, errors);
     json_decref(before);
     json_decref(after);
     json_decref(errors);

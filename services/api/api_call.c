@@ -83,6 +83,21 @@ void api_respond_status(rl_http_request_t *req, rl_status_t st, json_t *field_er
     }
 }
 
+void api_call_finish(api_call_t *call, rl_status_t st, unsigned status, json_t *body,
+                     json_t *field_errors)
+{
+    if (st == RL_OK)
+        st = rl_pg_commit(call->pg);
+    if (st != RL_OK) {
+        rl_pg_rollback(call->pg);
+        api_respond_status(call->req, st, field_errors);
+    } else if (body) {
+        rl_http_respond_json(call->req, status, json_incref(body));
+    } else {
+        rl_http_respond(call->req, status, NULL, "", 0);
+    }
+}
+
 bool api_page_parse(rl_http_request_t *req, api_page_t *page)
 {
     memset(page, 0, sizeof *page);

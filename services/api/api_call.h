@@ -39,6 +39,12 @@ void api_call_end(api_call_t *call);
  * RL_ERR_UNAVAILABLE/RL_ERR_TIMEOUT → 503, anything else → 500 (logged). */
 void api_respond_status(rl_http_request_t *req, rl_status_t st, json_t *field_errors);
 
+/* Ends a mutation: with st RL_OK, commits and answers status with body
+ * (borrowed; NULL sends no body), else — or when the commit fails — rolls
+ * back and answers the error of st (field_errors borrowed, may be NULL). */
+void api_call_finish(api_call_t *call, rl_status_t st, unsigned status, json_t *body,
+                     json_t *field_errors);
+
 /* Keyset pagination from ?limit= (1..200, default 50) and ?cursor=. */
 typedef struct {
     int limit;

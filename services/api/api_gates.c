@@ -403,14 +403,7 @@ void api_gates_patch(rl_http_request_t *req, void *ctx)
         st = api_query_json(call.pg, gate_by_id, 3, p, &after);
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "gate.update", "gate", gate, before, after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond_json(req, 200, json_incref(after));
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, 200, after, errors);
     free(patch);
     json_decref(before);
     json_decref(after);
@@ -451,14 +444,7 @@ void api_gates_delete(rl_http_request_t *req, void *ctx)
     PQclear(r);
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "gate.delete", "gate", gate, before, NULL);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond(req, 204, NULL, "", 0);
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, NULL);
-    }
+    api_call_finish(&call, st, 204, NULL, NULL);
     json_decref(before);
     api_call_end(&call);
 }

@@ -54,14 +54,7 @@ void api_operators_create(rl_http_request_t *req, void *ctx)
     }
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "operator.create", "operator", id, NULL, op);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond_json(req, 201, json_incref(op));
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, 201, op, errors);
     json_decref(op);
     json_decref(errors);
     api_call_end(&call);
@@ -120,14 +113,7 @@ void api_operators_patch(rl_http_request_t *req, void *ctx)
             5, p, &after);
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "operator.update", "operator", id, before, after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond_json(req, 200, json_incref(after));
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, 200, after, errors);
     json_decref(before);
     json_decref(after);
     json_decref(errors);
@@ -157,14 +143,7 @@ void api_operators_delete(rl_http_request_t *req, void *ctx)
     PQclear(r);
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "operator.delete", "operator", id, before, NULL);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond(req, 204, NULL, "", 0);
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, NULL);
-    }
+    api_call_finish(&call, st, 204, NULL, NULL);
     json_decref(before);
     api_call_end(&call);
 }

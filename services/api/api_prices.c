@@ -117,14 +117,7 @@ void api_prices_put(rl_http_request_t *req, void *ctx)
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "model_price.set", "model_price", model, before,
                        after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond_json(req, 200, json_incref(after));
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, errors);
-    }
+    api_call_finish(&call, st, 200, after, errors);
     json_decref(before);
     json_decref(after);
     json_decref(errors);
@@ -150,14 +143,7 @@ void api_prices_delete(rl_http_request_t *req, void *ctx)
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "model_price.reset", "model_price", model, before,
                        NULL);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond(req, 204, NULL, "", 0);
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, NULL);
-    }
+    api_call_finish(&call, st, 204, NULL, NULL);
     json_decref(before);
     api_call_end(&call);
 }

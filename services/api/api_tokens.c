@@ -125,14 +125,7 @@ void api_tokens_delete(rl_http_request_t *req, void *ctx)
     if (st == RL_OK)
         st = api_audit(call.pg, &call.actor, "operator_token.revoke", "operator_token", id,
                        before, after);
-    if (st == RL_OK)
-        st = rl_pg_commit(call.pg);
-    if (st == RL_OK) {
-        rl_http_respond(req, 204, NULL, "", 0);
-    } else {
-        rl_pg_rollback(call.pg);
-        api_respond_status(req, st, NULL);
-    }
+    api_call_finish(&call, st, 204, NULL, NULL);
     json_decref(before);
     json_decref(after);
     api_call_end(&call);

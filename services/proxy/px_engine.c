@@ -14,6 +14,7 @@
 
 #include "px_internal.h"
 #include "rl_log.h"
+#include "rl_net.h"
 
 /* epoll tags: MHD's fd, the curl timer and the wake fd are told apart from
  * curl sockets by these sentinel pointers in epoll_event.data.ptr. */
@@ -255,37 +256,6 @@ static void *worker_main(void *arg)
 
 /* ---- setup ----------------------------------------------------------------------------- */
 
-static rl_status_t parse_listen(const char *addr, struct sockaddr_storage *ss)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
-        return rl_error(RL_ERR_INVALID, "listen address '%s' is not host:port", addr);
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    char *h = host;
-    size_t hl = strlen(h);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']')
-        h[hl - 1] = '\0', h++;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
-    if (rc != 0 || res == NULL)
-        return rl_error(RL_ERR_INVALID, "listen address '%s': %s", addr, gai_strerror(rc));
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    freeaddrinfo(res);
-    return RL_OK;
-}
-
-static void set_port(struct sockaddr_storage *ss, unsigned port)
-{
-    if (ss->ss_family == AF_INET)
-        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-    else
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
-}
-
 static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_storage *ss)
 {
     w->engine = e;
@@ -375,7 +345,7 @@ static void register_metrics(px_engine_t *e)
 rl_status_t px_engine_start(const px_engine_options_t *opts, px_engine_t **out)
 {
     struct sockaddr_storage ss;
-    rl_status_t st = parse_listen(opts->listen_addr, &ss);
+    rl_status_t st = rl_net_parse_listen(opts->listen_addr, &ss);
     if (st != RL_OK)
         return st;
     px_engine_t *e = calloc(1, sizeof *e);
@@ -405,7 +375,7 @@ rl_status_t px_engine_start(const px_engine_options_t *opts, px_engine_t **out)
             const union MHD_DaemonInfo *di =
                 MHD_get_daemon_info(e->workers[0].daemon, MHD_DAEMON_INFO_BIND_PORT);
             e->port = di ? di->port : 0;
-            set_port(&ss, e->port);
+            rl_net_set_port(&ss, e->port);
         }
     }
     for (unsigned i = 0; i < e->nworkers && st == RL_OK; i++) {
