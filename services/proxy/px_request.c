@@ -489,9 +489,6 @@ static void fill_trace(px_request_t *req, px_trace_t *t)
     t->stream = req->info.stream;
     t->error = req->error;
     t->started_at_us = req->t_arrive_wall_us;
-    const px_tool_call_t *calls = NULL;
-    size_t ncalls = req->parser ? px_response_tool_calls(req->parser, &calls) : 0;
-    (void)calls;
     t->tool_calls = req->info.tool_calls;
     t->ntool_calls = req->info.ntool_calls;
     memcpy(t->attempts, req->attempts, sizeof t->attempts);
@@ -501,7 +498,6 @@ static void fill_trace(px_request_t *req, px_trace_t *t)
     t->request_body_len = fwd->len;
     t->response_body = req->resp_copy.data;
     t->response_body_len = req->resp_copy.len;
-    (void)ncalls;
 }
 
 static void publish_decision(px_request_t *req)
