@@ -173,6 +173,21 @@ describe('openai', () => {
     assert.equal(t.tool_calls[0].name, 'get_weather');
   });
 
+  test('responses API, streamed, with cached and reasoning tokens', async () => {
+    const stream = await openai.responses.create(
+      { model: 'gpt-4o-mini', input: 'a'.repeat(80), stream: true },
+      { headers: { 'x-mock-cached-tokens': '12', 'x-mock-reasoning-tokens': '3' } },
+    );
+    let text = '';
+    for await (const ev of stream) if (ev.type === 'response.output_text.delta') text += ev.delta;
+    assert.equal(text, DEFAULT_TEXT);
+    const t = await traces.find((x) => x.path === '/v1/responses' && x.stream, 'responses trace');
+    assert.equal(t.usage.input_tokens, 20);
+    assert.equal(t.usage.cached_input_tokens, 12);
+    assert.equal(t.usage.reasoning_tokens, 3);
+    assert.equal(t.usage.output_tokens, 19);
+  });
+
   test('embeddings (base64, as the SDK asks)', async () => {
     const { data, response } = await openai.embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' }).withResponse();
     assert.equal(data.data[0].embedding.length, 8);
