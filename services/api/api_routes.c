@@ -45,6 +45,10 @@ static const rl_http_route_t routes[] = {
     {"DELETE", "/v1/prices/{model}", api_prices_delete},
 
     {"GET", "/v1/audit", api_audit_list},
+
+    {"GET", "/v1/traces", api_traces_list},
+    {"GET", "/v1/traces/{id}", api_traces_get},
+    {"GET", "/v1/stats/overview", api_stats_overview},
 };
 
 const rl_http_route_t *api_routes(size_t *n)

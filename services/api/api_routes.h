@@ -3,6 +3,8 @@
 #ifndef API_ROUTES_H
 #define API_ROUTES_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "rl_http.h"
@@ -44,5 +46,17 @@ void api_prices_put(rl_http_request_t *req, void *ctx);
 void api_prices_delete(rl_http_request_t *req, void *ctx);
 
 void api_audit_list(rl_http_request_t *req, void *ctx);
+
+void api_traces_list(rl_http_request_t *req, void *ctx);
+void api_traces_get(rl_http_request_t *req, void *ctx);
+void api_stats_overview(rl_http_request_t *req, void *ctx);
+
+/* The ?from= and ?to= of the trace and stats routes (api_traces.c). Each,
+ * when present and not empty, must be an ISO 8601 timestamp naming a real
+ * instant (a calendar day, hours < 24, offset within ±15:59), so that
+ * PostgreSQL accepts it; one without an offset is UTC. Writes the value to
+ * hand to PostgreSQL into from/to ("" when absent) and records a message per
+ * bad field in errors (borrowed). Returns true when both are fine. */
+bool api_trace_window_parse(rl_http_request_t *req, json_t *errors, char from[64], char to[64]);
 
 #endif

@@ -64,4 +64,68 @@
     "'action', l.action, 'target_type', l.target_type, 'target_id', l.target_id, "           \
     "'diff', l.diff, 'client_addr', host(l.client_addr), 'request_id', l.request_id)"
 
+/* A timestamptz expression as RFC 3339 UTC with microseconds, the bus's format
+ * ("2024-10-20T11:54:56.123456Z"), whatever the session's TimeZone; NULL stays
+ * NULL. For a timestamp without time zone that already holds UTC, use
+ * API_UTC_TEXT. */
+#define API_UTC(x) API_UTC_TEXT("(" x ") AT TIME ZONE 'UTC'")
+#define API_UTC_TEXT(x) "to_char(" x ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+/* renlayer.traces t, in lists: the summary, without bodies or children */
+#define API_TRACE_SUMMARY_JSON                                                                \
+    "json_build_object('id', t.trace_id, 'started_at', " API_UTC("t.started_at") ", "         \
+    "'agent_id', t.agent_id, 'gate_id', t.gate_id, 'user', t.end_user, "                     \
+    "'session_id', t.session_key, 'action', t.action, 'method', t.method, 'path', t.path, "   \
+    "'model', t.model, 'status', t.status, 'http_status', t.http_status, "                   \
+    "'usage', json_build_object('input_tokens', t.input_tokens, "                            \
+    "'output_tokens', t.output_tokens, 'total_tokens', t.total_tokens), "                    \
+    "'cost_usd', t.cost_usd, 'latency_ms', t.latency_ms, 'stream', t.stream, "               \
+    "'error', t.error)"
+
+/* renlayer.traces t, one trace: everything, with its DLP findings and tool
+ * calls in message order and its decision (null when none was recorded). The
+ * children are looked up by (tenant_id, trace_id, started_at), the partition
+ * key included. Bodies are stored redacted. */
+#define API_TRACE_JSON                                                                        \
+    "json_build_object('id', t.trace_id, 'started_at', " API_UTC("t.started_at") ", "         \
+    "'ended_at', " API_UTC("t.ended_at") ", 'agent_id', t.agent_id, 'gate_id', t.gate_id, "   \
+    "'api_key_id', t.api_key_id, 'user', t.end_user, 'session_id', t.session_key, "          \
+    "'action', t.action, 'method', t.method, 'path', t.path, 'model', t.model, "             \
+    "'upstream', t.upstream, 'status', t.status, 'http_status', t.http_status, "             \
+    "'policy_ids', to_json(t.policy_ids), "                                                  \
+    "'usage', json_build_object('input_tokens', t.input_tokens, "                            \
+    "'output_tokens', t.output_tokens, 'total_tokens', t.total_tokens, "                     \
+    "'cached_input_tokens', t.cached_input_tokens, "                                         \
+    "'cache_write_tokens', t.cache_write_tokens, 'reasoning_tokens', t.reasoning_tokens), "  \
+    "'cost_usd', t.cost_usd, 'latency_ms', t.latency_ms, 'upstream_ms', t.upstream_ms, "     \
+    "'overhead_us', t.overhead_us, 'stream', t.stream, 'error', t.error, "                   \
+    "'attempts', COALESCE(t.attempts, '[]'::jsonb), "                                        \
+    "'request_body', t.request_body, 'response_body', t.response_body, "                     \
+    "'truncated', t.truncated, "                                                             \
+    "'dlp_findings', COALESCE((SELECT json_agg(json_build_object('detector', f.detector, "   \
+    "'severity', f.severity, 'where', f.location, 'action', f.action) ORDER BY f.ordinal) "  \
+    "FROM renlayer.dlp_findings f WHERE f.tenant_id = t.tenant_id "                          \
+    "AND f.trace_id = t.trace_id AND f.started_at = t.started_at), '[]'::json), "            \
+    "'tool_calls', COALESCE((SELECT json_agg(json_build_object('name', c.name, "             \
+    "'id', c.call_id, 'phase', c.phase, 'args_sha256', encode(c.args_sha256, 'hex')) "       \
+    "ORDER BY c.ordinal) FROM renlayer.tool_calls c WHERE c.tenant_id = t.tenant_id "        \
+    "AND c.trace_id = t.trace_id AND c.started_at = t.started_at), '[]'::json), "            \
+    "'decision', (SELECT json_build_object('decided_at', " API_UTC("d.decided_at") ", "       \
+    "'status', d.status, 'http_status', d.http_status, 'policy_id', d.policy_id, "           \
+    "'policy_ids', to_json(d.policy_ids), 'reason', d.reason) "                              \
+    "FROM renlayer.decisions d WHERE d.tenant_id = t.tenant_id "                             \
+    "AND d.trace_id = t.trace_id AND d.started_at = t.started_at))"
+
+/* The statistics of a group of traces, as the key/value arguments of a
+ * json_build_object, from a row g of the aggregates in api_stats.c
+ * (n_requests, n_<status>, n_errors, sum_input, sum_output, sum_total,
+ * sum_cost, p50, p95). */
+#define API_TRACE_STATS_FIELDS                                                                \
+    "'requests', g.n_requests, 'by_status', json_build_object('ALLOWED', g.n_allowed, "      \
+    "'FLAGGED', g.n_flagged, 'DENIED', g.n_denied, 'DLP_BLOCKED', g.n_dlp_blocked, "          \
+    "'DLP_WARNED', g.n_dlp_warned), 'errors', g.n_errors, "                                  \
+    "'tokens', json_build_object('input', g.sum_input, 'output', g.sum_output, "             \
+    "'total', g.sum_total), 'cost_usd', g.sum_cost, "                                        \
+    "'latency_ms', json_build_object('p50', g.p50, 'p95', g.p95)"
+
 #endif

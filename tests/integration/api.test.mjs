@@ -3,7 +3,7 @@
 // table, secrets never stored in clear, the audit log, and the OpenAPI doc.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { runBinary, sourceDir, testSecretKey } from '../lib/harness.mjs';
 import { startApiStack } from '../lib/api_stack.mjs';
 import { readFile } from 'node:fs/promises';
@@ -327,8 +327,10 @@ describe('errors and limits', () => {
 
 // Fills a route's path parameters with the ids of a tenant's resources.
 function fill(pathPattern, ids) {
+  const idFor = (p) => (p.startsWith('/v1/agents') ? ids.agentId : p.startsWith('/v1/operators') ? ids.operatorId
+    : p.startsWith('/v1/traces') ? ids.traceId : ids.tokenId);
   return pathPattern
-    .replace('{id}', pathPattern.startsWith('/v1/agents') ? ids.agentId : pathPattern.startsWith('/v1/operators') ? ids.operatorId : ids.tokenId)
+    .replace('{id}', idFor(pathPattern))
     .replace('{key_id}', ids.keyId)
     .replace('{gate_id}', ids.gateId)
     .replace('{model}', 'gpt-4o');
@@ -350,6 +352,28 @@ const bodies = {
 // Routes that are not tenant resources: login, signup, the document.
 const unscoped = new Set(['/v1/auth/otp/request', '/v1/auth/otp/verify', '/v1/tenants', '/v1/openapi.json']);
 
+/** A UUIDv7 whose timestamp is ms, as the proxy mints trace ids. */
+function uuidv7(ms) {
+  const b = randomBytes(16);
+  b.writeUIntBE(ms, 0, 6);
+  b[6] = (b[6] & 0x0f) | 0x70;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Writes one trace of tenant t as the trace-writer would, and returns its id. */
+async function seedTrace(t) {
+  const at = Date.now() - 60000;
+  const id = uuidv7(at);
+  await s.db.query(
+    `INSERT INTO renlayer.traces (trace_id, started_at, tenant_id, agent_id, gate_id, action, method, path, model,
+       status, http_status, input_tokens, output_tokens, total_tokens, latency_ms, stream)
+     VALUES ($1, $2, $3, $4, $5, 'chat', 'POST', '/v1/chat/completions', 'gpt-4o-mini', 'ALLOWED', 200, 1, 1, 2, 10, false)`,
+    [id, new Date(at), t.tenantId, t.agentId, t.gateId]);
+  return id;
+}
+
 async function idsOf(t, token) {
   const keys = await s.call('GET', `/v1/agents/${t.agentId}/keys`, { token });
   const me = await s.call('GET', '/v1/me', { token });
@@ -360,6 +384,7 @@ async function idsOf(t, token) {
     keyId: keys.body.data[0].id,
     operatorId: me.body.operator.id,
     tokenId: tokens.body.data[0].id,
+    traceId: await seedTrace(t),
   };
 }
 
@@ -394,8 +419,10 @@ describe('generated over the route table', () => {
     assert.ok(keys.body.data.every((k) => k.revoked_at === null && k.expires_at === null));
     const gate = await s.call('GET', `/v1/agents/${B.agentId}/gates/${B.gateId}`, { token: B.ownerToken });
     assert.equal(gate.status, 200);
+    const own = await s.call('GET', `/v1/traces/${idsB.traceId}`, { token: B.ownerToken });
+    assert.equal(own.status, 200, 'the trace is there for its own tenant');
     // lists never show another tenant's rows
-    for (const list of ['/v1/agents', '/v1/operators', '/v1/operator-tokens', '/v1/audit']) {
+    for (const list of ['/v1/agents', '/v1/operators', '/v1/operator-tokens', '/v1/audit', '/v1/traces']) {
       const res = await s.call('GET', list, { token: A.ownerToken });
       assert.ok(!JSON.stringify(res.body).includes(B.tenantId) && !JSON.stringify(res.body).includes(B.agentId), list);
     }
