@@ -7,23 +7,14 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "rl_bus.h"
+#include "rl_test_servers.h"
 
 #define TENANT "0191c9a4-7b1e-7c3a-9f1e-2b6c8d4e5f60"
 #define AGENT "0191c9a4-7b1e-7c3a-9f1e-2b6c8d4e5f61"
@@ -31,14 +22,8 @@
 #define WAIT_MS 10000 /* bound of every wait for the server or the bus */
 #define MAX_BUSES 4
 
-extern char **environ;
-
 typedef struct {
-    char dir[64]; /* mkdtemp store folder */
-    char url[64];
-    int port;
-    pid_t pid; /* 0 when no server runs */
-    bool paused;
+    rl_test_nats_t *nats; /* started by setup_up or by the test */
     rl_bus_t *buses[MAX_BUSES];
 
     pthread_mutex_t mu; /* guards what the callbacks record */
@@ -47,34 +32,6 @@ typedef struct {
     char nack_id[RL_BUS_MSG_ID_MAX + 1];
     char nack_data[64];
 } fixture_t;
-
-/* ---- time ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls pred every 10 ms until it holds or timeout_ms passes. */
-static bool wait_for(bool (*pred)(void *), void *arg, int64_t timeout_ms)
-{
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        if (pred(arg))
-            return true;
-        if (now_ms() >= end)
-            return false;
-        nap_ms(10);
-    }
-}
 
 static bool pred_connected(void *b)
 {
@@ -101,93 +58,6 @@ static bool pred_no_pending(void *b)
     rl_bus_stats_t st;
     rl_bus_stats(b, &st);
     return st.js_pending == 0;
-}
-
-/* ---- the server ---- */
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_answers(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static void server_start(fixture_t *f)
-{
-    char port[16], log[96];
-    snprintf(port, sizeof port, "%d", f->port);
-    snprintf(log, sizeof log, "%s/nats.log", f->dir);
-    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", f->dir, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    int rc = posix_spawnp(&f->pid, "nats-server", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    assert_int_equal(rc, 0);
-    int64_t end = now_ms() + WAIT_MS;
-    while (!port_answers(f->port)) {
-        assert_true(now_ms() < end);
-        assert_int_equal(waitpid(f->pid, NULL, WNOHANG), 0); /* still alive */
-        nap_ms(10);
-    }
-}
-
-static void server_stop(fixture_t *f)
-{
-    if (f->pid <= 0)
-        return;
-    if (f->paused)
-        kill(f->pid, SIGCONT);
-    f->paused = false;
-    kill(f->pid, SIGTERM);
-    int64_t end = now_ms() + WAIT_MS;
-    while (waitpid(f->pid, NULL, WNOHANG) == 0) {
-        if (now_ms() >= end) {
-            kill(f->pid, SIGKILL);
-            waitpid(f->pid, NULL, 0);
-            break;
-        }
-        nap_ms(10);
-    }
-    f->pid = 0;
-}
-
-static void server_pause(fixture_t *f)
-{
-    assert_int_equal(kill(f->pid, SIGSTOP), 0);
-    f->paused = true;
-}
-
-static void server_resume(fixture_t *f)
-{
-    assert_int_equal(kill(f->pid, SIGCONT), 0);
-    f->paused = false;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
 }
 
 /* ---- callbacks: record what the bus reports ---- */
@@ -243,7 +113,7 @@ static int recorded(fixture_t *f, const int *field)
 static rl_bus_options_t test_options(fixture_t *f)
 {
     return (rl_bus_options_t){
-        .url = f->url,
+        .url = rl_test_nats_url(f->nats),
         .name = "test_rl_bus",
         .reconnect_wait_ms = 20,
         .reconnect_wait_max_ms = 200,
@@ -284,12 +154,12 @@ static void bus_close(fixture_t *f, rl_bus_t *bus)
 /* Ensures the topology, retrying while JetStream is still starting up. */
 static void ensure_ok(rl_bus_t *bus)
 {
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = rl_test_now_ms() + WAIT_MS;
     rl_status_t st;
     while ((st = rl_bus_ensure_topology(bus)) != RL_OK) {
-        if (now_ms() >= end)
+        if (rl_test_now_ms() >= end)
             fail_msg("rl_bus_ensure_topology: %s: %s", rl_status_str(st), rl_error_last());
-        nap_ms(20);
+        rl_test_sleep_ms(20);
     }
 }
 
@@ -308,13 +178,12 @@ static int setup_down(void **state)
     if (!f)
         return -1;
     pthread_mutex_init(&f->mu, NULL);
-    snprintf(f->dir, sizeof f->dir, "/tmp/test_rl_bus.XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (rl_test_nats_create("test_rl_bus", &f->nats) != RL_OK) {
+        fprintf(stderr, "test_rl_bus: %s\n", rl_error_last());
+        pthread_mutex_destroy(&f->mu);
         free(f);
         return -1;
     }
-    f->port = free_port();
-    snprintf(f->url, sizeof f->url, "nats://127.0.0.1:%d", f->port);
     *state = f;
     return 0;
 }
@@ -323,19 +192,19 @@ static int setup_up(void **state)
 {
     if (setup_down(state) != 0)
         return -1;
-    server_start(*state);
+    fixture_t *f = *state;
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
     return 0;
 }
 
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    if (f->paused)
-        server_resume(f);
+    if (rl_test_nats_paused(f->nats))
+        rl_test_nats_resume(f->nats);
     for (int i = 0; i < MAX_BUSES; i++)
         rl_bus_destroy(f->buses[i]);
-    server_stop(f);
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rl_test_nats_destroy(f->nats);
     pthread_mutex_destroy(&f->mu);
     free(f);
     return 0;
@@ -396,9 +265,9 @@ static void test_create_while_down_then_up(void **state)
     fixture_t *f = *state;
     rl_bus_options_t o = test_options(f);
     o.ensure_topology = true;
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(now_ms() - t0 < 2000); /* connecting happens in the background */
+    assert_true(rl_test_now_ms() - t0 < 2000); /* connecting happens in the background */
     assert_false(rl_bus_is_connected(bus));
     assert_false(rl_bus_is_ready(bus));
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "id-1", "x", 1),
@@ -406,9 +275,9 @@ static void test_create_while_down_then_up(void **state)
     assert_int_equal(rl_bus_publish(bus, "renlayer.usage.t", "x", 1), RL_ERR_UNAVAILABLE);
     assert_int_equal(rl_bus_ensure_topology(bus), RL_ERR_UNAVAILABLE);
 
-    server_start(f);
-    assert_true(wait_for(pred_connected, bus, WAIT_MS));
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
+    assert_true(rl_test_wait_until(pred_connected, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
     assert_true(recorded(f, &f->ups) >= 1);
     assert_true(recorded(f, &f->topo_ok) >= 1);
 
@@ -442,7 +311,7 @@ static void test_ensure_twice_is_noop(void **state)
     fixture_t *f = *state;
     rl_bus_options_t o = test_options(f);
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_connected, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, bus, WAIT_MS));
     assert_false(rl_bus_is_ready(bus)); /* no automatic topology asked for */
     ensure_ok(bus);
     assert_true(rl_bus_is_ready(bus));
@@ -468,15 +337,15 @@ static void test_changed_option_is_applied_by_update(void **state)
     fixture_t *f = *state;
     rl_bus_options_t o = test_options(f);
     rl_bus_t *a = bus_open(f, &o);
-    assert_true(wait_for(pred_connected, a, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, a, WAIT_MS));
     ensure_ok(a);
     assert_int_equal(rl_bus_publish_js(a, "renlayer.traces.t.a", "keep-me", "{}", 2), RL_OK);
-    assert_true(wait_for(pred_no_pending, a, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, a, WAIT_MS));
 
     o.stream_max_age_s = 3600;
     o.session_state_ttl_s = 600;
     rl_bus_t *b = bus_open(f, &o);
-    assert_true(wait_for(pred_connected, b, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, b, WAIT_MS));
     ensure_ok(b);
     rl_bus_stats_t st;
     rl_bus_stats(b, &st);
@@ -531,9 +400,9 @@ static void test_concurrent_ensure(void **state)
     rl_bus_t *b1 = bus_open(f, &o1);
     rl_bus_t *b2 = bus_open(f, &o1);
     rl_bus_t *b3 = bus_open(f, &o2);
-    assert_true(wait_for(pred_connected, b1, WAIT_MS));
-    assert_true(wait_for(pred_connected, b2, WAIT_MS));
-    assert_true(wait_for(pred_connected, b3, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, b1, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, b2, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_connected, b3, WAIT_MS));
     ensure_ok(b1); /* JetStream is up */
 
     rl_bus_t *pairs[2][2] = {{b1, b2}, {b1, b3}};
@@ -581,14 +450,14 @@ static void test_same_msg_id_is_stored_once(void **state)
     rl_bus_options_t o = test_options(f);
     o.ensure_topology = true;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
     char subject[RL_BUS_SUBJECT_MAX];
     assert_int_equal(rl_bus_subject_traces(TENANT, AGENT, subject, sizeof subject), RL_OK);
     const char *body = "{\"v\":1,\"trace_id\":\"t-1\"}";
     assert_int_equal(rl_bus_publish_js(bus, subject, "t-1", body, strlen(body)), RL_OK);
     assert_int_equal(rl_bus_publish_js(bus, subject, "t-1", body, strlen(body)), RL_OK);
-    assert_true(wait_for(pred_no_pending, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, bus, WAIT_MS));
 
     jsStreamInfo *si = stream_info(bus, RL_BUS_STREAM_TRACES);
     assert_int_equal(si->State.Msgs, 1);
@@ -614,10 +483,10 @@ static void test_publish_while_down_is_refused(void **state)
     rl_bus_options_t o = test_options(f);
     o.ensure_topology = true;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
-    server_stop(f);
-    assert_true(wait_for(pred_disconnected, bus, WAIT_MS));
+    rl_test_nats_stop(f->nats);
+    assert_true(rl_test_wait_until(pred_disconnected, bus, WAIT_MS));
     assert_false(rl_bus_is_ready(bus));
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "id-1", "x", 1),
                      RL_ERR_UNAVAILABLE);
@@ -635,14 +504,14 @@ static void test_server_restart_reconnects_and_is_ready_again(void **state)
     rl_bus_options_t o = test_options(f);
     o.ensure_topology = true;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.decisions.t.a", "d-1", "{}", 2), RL_OK);
-    assert_true(wait_for(pred_no_pending, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, bus, WAIT_MS));
 
-    server_stop(f);
-    assert_true(wait_for(pred_not_ready, bus, WAIT_MS));
-    server_start(f);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    rl_test_nats_stop(f->nats);
+    assert_true(rl_test_wait_until(pred_not_ready, bus, WAIT_MS));
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
     rl_bus_stats_t st;
     rl_bus_stats(bus, &st);
@@ -657,7 +526,7 @@ static void test_server_restart_reconnects_and_is_ready_again(void **state)
     assert_int_equal(si->State.Msgs, 1);
     jsStreamInfo_Destroy(si);
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.decisions.t.a", "d-2", "{}", 2), RL_OK);
-    assert_true(wait_for(pred_no_pending, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, bus, WAIT_MS));
 }
 
 /* A paused server keeps the TCP connection but never acks: the window fills
@@ -670,17 +539,17 @@ static void test_full_window_refuses_and_timeouts_are_reported(void **state)
     o.max_pending_acks = 2;
     o.ack_timeout_ms = 300;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
-    server_pause(f);
+    assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "w-1", "one", 3), RL_OK);
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "w-2", "two", 3), RL_OK);
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "w-3", "three", 5),
                      RL_ERR_UNAVAILABLE);
-    assert_true(now_ms() - t0 < 50); /* refused, not stalled */
+    assert_true(rl_test_now_ms() - t0 < 50); /* refused, not stalled */
 
-    assert_true(wait_for(pred_no_pending, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, bus, WAIT_MS));
     assert_int_equal(recorded(f, &f->nacks), 2);
     pthread_mutex_lock(&f->mu);
     assert_int_equal(f->nack_status, RL_ERR_TIMEOUT);
@@ -692,7 +561,7 @@ static void test_full_window_refuses_and_timeouts_are_reported(void **state)
     rl_bus_stats(bus, &st);
     assert_int_equal(st.js_ack_failures, 2);
     assert_int_equal(st.js_refused, 1);
-    server_resume(f);
+    assert_int_equal(rl_test_nats_resume(f->nats), RL_OK);
 }
 
 /* A server that stops reading must not hold a publisher: every call returns
@@ -707,24 +576,24 @@ static void test_stalled_server_never_blocks_publish_for_long(void **state)
     o.ack_timeout_ms = 20000; /* only the write deadline may end this */
     o.drain_timeout_ms = 100;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
     static char big[64 * 1024];
     memset(big, 'x', sizeof big);
-    server_pause(f);
+    assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
     int64_t worst = 0;
     rl_status_t st = RL_OK;
     char id[32];
     for (int i = 0; i < 1000 && st == RL_OK; i++) { /* up to 64 MB: far beyond socket buffers */
         snprintf(id, sizeof id, "big-%d", i);
-        int64_t t0 = now_ms();
+        int64_t t0 = rl_test_now_ms();
         st = rl_bus_publish_js(bus, "renlayer.traces.t.a", id, big, sizeof big);
-        int64_t took = now_ms() - t0;
+        int64_t took = rl_test_now_ms() - t0;
         worst = took > worst ? took : worst;
     }
     assert_int_equal(st, RL_ERR_UNAVAILABLE);
     assert_true(worst < 300 + 700);
-    server_resume(f);
+    assert_int_equal(rl_test_nats_resume(f->nats), RL_OK);
 }
 
 static void test_destroy_reports_unacked(void **state)
@@ -734,20 +603,20 @@ static void test_destroy_reports_unacked(void **state)
     o.ensure_topology = true;
     o.drain_timeout_ms = 200;
     rl_bus_t *bus = bus_open(f, &o);
-    assert_true(wait_for(pred_ready, bus, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
 
-    server_pause(f);
+    assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "late-1", "late", 4), RL_OK);
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     bus_close(f, bus);
-    assert_true(now_ms() - t0 < 3000);
+    assert_true(rl_test_now_ms() - t0 < 3000);
     assert_int_equal(recorded(f, &f->nacks), 1);
     pthread_mutex_lock(&f->mu);
     assert_int_equal(f->nack_status, RL_ERR_UNAVAILABLE);
     assert_string_equal(f->nack_id, "late-1");
     assert_string_equal(f->nack_data, "late");
     pthread_mutex_unlock(&f->mu);
-    server_resume(f);
+    assert_int_equal(rl_test_nats_resume(f->nats), RL_OK);
 }
 
 static void test_create_rejects_bad_options(void **state)

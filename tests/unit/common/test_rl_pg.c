@@ -1,10 +1,7 @@
 /* Tests of libs/common/rl_pg.c against a private PostgreSQL 15 that the test
  * starts itself (tests/harness/pg.sh) in a temporary folder on a free port. */
-#include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -13,128 +10,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-#include <ftw.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include "rl_pg.h"
-
-extern char **environ;
+#include "rl_test_servers.h"
 
 /* Every wait on the server is bounded by this. */
 #define WAIT_MS 15000
 
 static struct {
-    char tmp[64];
-    char data[96];
-    char pgsh[PATH_MAX];
-    char freeport[PATH_MAX];
-    char port[16];
-    char url[128];
-    bool running;
+    rl_test_pg_t *pg; /* the server, started by the tests that need it */
+    const char *url;
 } g;
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap(void)
-{
-    struct timespec ts = {0, 10 * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond every 10 ms until it holds or timeout_ms pass. */
-static bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
-{
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        if (cond(arg))
-            return true;
-        if (now_ms() >= end)
-            return false;
-        nap();
-    }
-}
-
-/* tests/harness/<script>: from RL_SOURCE_DIR, else relative to this file. */
-static bool harness_path(const char *script, char *buf, size_t len)
-{
-    const char *root = getenv("RL_SOURCE_DIR");
-    int n;
-    if (root && *root) {
-        n = snprintf(buf, len, "%s/tests/harness/%s", root, script);
-    } else {
-        const char *f = __FILE__;
-        const char *slash = strrchr(f, '/');
-        n = slash ? snprintf(buf, len, "%.*s/../../harness/%s", (int)(slash - f), f, script)
-                  : snprintf(buf, len, "../../harness/%s", script);
-    }
-    return n > 0 && (size_t)n < len && access(buf, R_OK) == 0;
-}
-
-static pid_t spawn_bash(const char *const *args, int out_fd)
-{
-    char *argv[8];
-    size_t n = 0;
-    argv[n++] = (char *)"bash";
-    for (; args[n - 1] && n < 7; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (out_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, "bash", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc == 0 ? pid : -1;
-}
-
-static int wait_child(pid_t pid)
-{
-    if (pid < 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static pid_t pg_sh_spawn(const char *cmd)
-{
-    const char *args[] = {g.pgsh, cmd, g.data, strcmp(cmd, "start") == 0 ? g.port : NULL, NULL};
-    return spawn_bash(args, -1);
-}
-
-static int pg_sh(const char *cmd)
-{
-    return wait_child(pg_sh_spawn(cmd));
-}
-
 static void require_server(void)
 {
-    if (!g.running) {
-        assert_int_equal(pg_sh("start"), 0);
-        g.running = true;
-    }
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
+    assert_int_equal(rl_test_pg_start(g.pg), RL_OK);
 }
 
 static rl_pg_t *new_pg(const char *app)
@@ -194,7 +89,7 @@ static void kill_backend(rl_pg_t *admin, long pid)
                      RL_OK);
     assert_string_equal(buf, "t");
     probe_t p = {admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", ps, "0"};
-    assert_true(wait_until(probe, &p, WAIT_MS));
+    assert_true(rl_test_wait_until(probe, &p, WAIT_MS));
 }
 
 /* ---- group setup --------------------------------------------------------------- */
@@ -202,40 +97,18 @@ static void kill_backend(rl_pg_t *admin, long pid)
 static int group_setup(void **state)
 {
     (void)state;
-    if (!harness_path("pg.sh", g.pgsh, sizeof g.pgsh) ||
-        !harness_path("freeport.sh", g.freeport, sizeof g.freeport)) {
-        fprintf(stderr, "test_rl_pg: harness scripts not found (set RL_SOURCE_DIR)\n");
+    if (rl_test_pg_create("rl_pg_test", &g.pg) != RL_OK) {
+        fprintf(stderr, "test_rl_pg: %s\n", rl_error_last());
         return -1;
     }
-    snprintf(g.tmp, sizeof g.tmp, "/tmp/rl_pg_test.XXXXXX");
-    if (!mkdtemp(g.tmp))
-        return -1;
-    snprintf(g.data, sizeof g.data, "%s/data", g.tmp);
-
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    const char *args[] = {g.freeport, NULL};
-    pid_t pid = spawn_bash(args, fds[1]);
-    close(fds[1]);
-    ssize_t n = read(fds[0], g.port, sizeof g.port - 1);
-    close(fds[0]);
-    if (wait_child(pid) != 0 || n <= 0)
-        return -1;
-    g.port[strcspn(g.port, "\r\n")] = '\0';
-    snprintf(g.url, sizeof g.url, "postgresql://renlayer@127.0.0.1:%s/postgres", g.port);
-
-    const char *init[] = {g.pgsh, "init", g.data, NULL};
-    return wait_child(spawn_bash(init, -1)) == 0 ? 0 : -1;
+    g.url = rl_test_pg_url(g.pg);
+    return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (g.data[0])
-        pg_sh("stop");
-    if (g.tmp[0])
-        nftw(g.tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rl_test_pg_destroy(g.pg);
     return 0;
 }
 
@@ -262,7 +135,7 @@ static void test_create_rejects_bad_input(void **state)
 static void test_create_before_server_then_connect(void **state)
 {
     (void)state;
-    assert_false(g.running);
+    assert_false(rl_test_pg_running(g.pg));
     rl_pg_options_t o = {.application_name = "rl_test_pg",
                          .connect_timeout_ms = 2000,
                          .backoff_min_ms = 20,
@@ -277,17 +150,15 @@ static void test_create_before_server_then_connect(void **state)
     assert_null(res);
     assert_int_not_equal(rl_pg_ping(pg, 500), RL_OK);
 
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     assert_int_equal(rl_pg_connect(pg, 300), RL_ERR_UNAVAILABLE);
-    int64_t took = now_ms() - t0;
+    int64_t took = rl_test_now_ms() - t0;
     assert_true(took >= 250 && took < 3000);
 
     /* the server starts while rl_pg_connect backs off and retries */
-    pid_t starter = pg_sh_spawn("start");
-    assert_true(starter > 0);
+    assert_int_equal(rl_test_pg_start_async(g.pg), RL_OK);
     assert_int_equal(rl_pg_connect(pg, 45000), RL_OK);
-    assert_int_equal(wait_child(starter), 0);
-    g.running = true;
+    assert_int_equal(rl_test_pg_start_wait(g.pg), RL_OK);
     assert_true(rl_pg_is_connected(pg));
     assert_non_null(rl_pg_conn(pg));
     assert_int_equal(rl_pg_ping(pg, 0), RL_OK);
@@ -411,8 +282,8 @@ typedef struct {
 static void *killer_main(void *arg)
 {
     killer_t *k = arg;
-    int64_t end = now_ms() + WAIT_MS;
-    while (!atomic_load(&k->done) && now_ms() < end) {
+    int64_t end = rl_test_now_ms() + WAIT_MS;
+    while (!atomic_load(&k->done) && rl_test_now_ms() < end) {
         char buf[32];
         if (scalar(k->admin,
                    "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE state = 'active' "
@@ -425,7 +296,7 @@ static void *killer_main(void *arg)
                                sizeof buf) == RL_OK;
             return NULL;
         }
-        nap();
+        rl_test_sleep_ms(10);
     }
     return NULL;
 }
@@ -493,9 +364,9 @@ static void test_query_timeout_closes_and_recovers(void **state)
     rl_pg_t *pg = NULL;
     assert_int_equal(rl_pg_create(g.url, &o, &pg), RL_OK);
     PGresult *res = NULL;
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     assert_int_equal(rl_pg_query(pg, "SELECT pg_sleep(3)", 0, NULL, &res), RL_ERR_TIMEOUT);
-    assert_true(now_ms() - t0 < 2500);
+    assert_true(rl_test_now_ms() - t0 < 2500);
     assert_false(rl_pg_is_connected(pg));
     char buf[8];
     assert_int_equal(scalar(pg, "SELECT 7", 0, NULL, buf, sizeof buf), RL_OK);
@@ -603,9 +474,9 @@ static void test_pool(void **state)
     assert_ptr_not_equal(a, b);
 
     /* the third acquirer times out while both are held */
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     assert_int_equal(rl_pg_pool_acquire(pool, 150, &c), RL_ERR_TIMEOUT);
-    int64_t took = now_ms() - t0;
+    int64_t took = rl_test_now_ms() - t0;
     assert_true(took >= 140 && took < 2000);
     assert_null(c);
     assert_int_equal(rl_pg_pool_acquire(pool, 0, &c), RL_ERR_TIMEOUT);
@@ -627,7 +498,7 @@ static void test_pool(void **state)
     atomic_init(&w.finished, false);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, acquirer_main, &w), 0);
-    assert_true(wait_until(pool_has_waiter, pool, WAIT_MS));
+    assert_true(rl_test_wait_until(pool_has_waiter, pool, WAIT_MS));
     assert_false(atomic_load(&w.finished));
     rl_error(RL_ERR_CONFLICT, "caller context");
     rl_pg_pool_release(pool, a);
@@ -747,7 +618,7 @@ static void test_listener(void **state)
     const char *channels[] = {"rl_test_config", "RenLayer.Keys"};
     assert_int_equal(rl_pg_listener_create(url, channels, 2, &cb, &s, &l), RL_OK);
     lwant_t w = {.s = &s, .connected = 1};
-    assert_true(wait_until(l_reached, &w, WAIT_MS));
+    assert_true(rl_test_wait_until(l_reached, &w, WAIT_MS));
     assert_true(rl_pg_listener_is_connected(l));
 
     rl_pg_t *admin = new_pg("rl_test_admin");
@@ -756,7 +627,7 @@ static void test_listener(void **state)
     notify(admin, "rl_test_config", payload);
     notify(admin, "RenLayer.Keys", "");
     w.count = 2;
-    assert_true(wait_until(l_reached, &w, WAIT_MS));
+    assert_true(rl_test_wait_until(l_reached, &w, WAIT_MS));
     pthread_mutex_lock(&s.mu);
     assert_int_equal(s.count, 2);
     assert_string_equal(s.channel[0], "rl_test_config");
@@ -772,18 +643,18 @@ static void test_listener(void **state)
                  "rl_test_listener", "1"};
     assert_true(probe(&p));
     w = (lwant_t){.s = &s, .connected = 2, .disconnected = 1, .count = 2};
-    assert_true(wait_until(l_reached, &w, WAIT_MS));
+    assert_true(rl_test_wait_until(l_reached, &w, WAIT_MS));
     assert_true(rl_pg_listener_is_connected(l));
     notify(admin, "rl_test_config", "after reconnect");
     w.count = 3;
-    assert_true(wait_until(l_reached, &w, WAIT_MS));
+    assert_true(rl_test_wait_until(l_reached, &w, WAIT_MS));
     pthread_mutex_lock(&s.mu);
     assert_string_equal(s.payload[2], "after reconnect");
     pthread_mutex_unlock(&s.mu);
 
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     rl_pg_listener_destroy(l);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(rl_test_now_ms() - t0 < 1000);
     pthread_mutex_lock(&s.mu);
     assert_int_equal(s.disconnected, 1); /* not reported for destroy */
     pthread_mutex_unlock(&s.mu);
@@ -827,7 +698,7 @@ static void test_advisory_lock(void **state)
                  "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity s USING (pid) "
                  "WHERE l.locktype = 'advisory' AND NOT l.granted AND s.application_name = $1",
                  "rl_test_lock_b", "1"};
-    assert_true(wait_until(probe, &p, WAIT_MS));
+    assert_true(rl_test_wait_until(probe, &p, WAIT_MS));
     assert_int_equal(rl_pg_advisory_unlock(a, key), RL_OK);
     pthread_join(th, NULL);
     assert_int_equal(k.status, RL_OK);
@@ -875,8 +746,7 @@ static void test_server_restart(void **state)
     assert_int_equal(rl_pg_create(g.url, &o, &pg), RL_OK);
     assert_int_equal(rl_pg_ping(pg, 0), RL_OK);
 
-    assert_int_equal(pg_sh("stop"), 0);
-    g.running = false;
+    assert_int_equal(rl_test_pg_stop(g.pg), RL_OK);
     PGresult *res = NULL;
     assert_int_equal(rl_pg_query(pg, "SELECT 1", 0, NULL, &res), RL_ERR_UNAVAILABLE);
     assert_null(res);
@@ -885,7 +755,7 @@ static void test_server_restart(void **state)
 
     require_server();
     pinger_t p = {pg};
-    assert_true(wait_until(ping_ok, &p, WAIT_MS));
+    assert_true(rl_test_wait_until(ping_ok, &p, WAIT_MS));
     char buf[8];
     assert_int_equal(scalar(pg, "SELECT 5", 0, NULL, buf, sizeof buf), RL_OK);
     assert_string_equal(buf, "5");

@@ -2,12 +2,9 @@
  * test starts itself (tests/harness/pg.sh), with the schema applied from
  * migrations/ and configuration rows inserted directly. */
 #include <dirent.h>
-#include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <stdarg.h>
@@ -28,8 +24,7 @@
 #include "rl_gate_secret.h"
 #include "rl_log.h"
 #include "rl_pg.h"
-
-extern char **environ;
+#include "rl_test_servers.h"
 
 /* Every wait on the server or the cache is bounded by this. */
 #define WAIT_MS 15000
@@ -48,13 +43,8 @@ extern char **environ;
 #define GMISSING "01900000-0000-7000-8000-0000000000cf"
 
 static struct {
-    char tmp[64];
-    char data[96];
-    char pgsh[PATH_MAX];
-    char freeport[PATH_MAX];
-    char port[16];
-    char url[128];
-    bool running;
+    rl_test_pg_t *pg; /* the server, running but in test_database_down_and_back */
+    const char *url;
     uint8_t secret[32];
     uint8_t hash_key[32];
     rl_pg_t *admin;
@@ -62,91 +52,6 @@ static struct {
 } g;
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap(void)
-{
-    struct timespec ts = {0, 5 * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* Polls cond every 5 ms until it holds or timeout_ms pass. */
-static bool wait_until(bool (*cond)(void *), void *arg, int timeout_ms)
-{
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        if (cond(arg))
-            return true;
-        if (now_ms() >= end)
-            return false;
-        nap();
-    }
-}
-
-/* <source root>/<rel>: from RL_SOURCE_DIR, else relative to this file. */
-static bool source_path(const char *rel, char *buf, size_t len)
-{
-    const char *root = getenv("RL_SOURCE_DIR");
-    int n;
-    if (root && *root) {
-        n = snprintf(buf, len, "%s/%s", root, rel);
-    } else {
-        const char *f = __FILE__;
-        const char *slash = strrchr(f, '/');
-        n = slash ? snprintf(buf, len, "%.*s/../../../%s", (int)(slash - f), f, rel)
-                  : snprintf(buf, len, "../../../%s", rel);
-    }
-    return n > 0 && (size_t)n < len && access(buf, R_OK) == 0;
-}
-
-static pid_t spawn_bash(const char *const *args, int out_fd)
-{
-    char *argv[8];
-    size_t n = 0;
-    argv[n++] = (char *)"bash";
-    for (; args[n - 1] && n < 7; n++)
-        argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    if (out_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, "bash", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    return rc == 0 ? pid : -1;
-}
-
-static int wait_child(pid_t pid)
-{
-    if (pid < 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int pg_sh(const char *cmd)
-{
-    const char *args[] = {g.pgsh, cmd, g.data, strcmp(cmd, "start") == 0 ? g.port : NULL, NULL};
-    return wait_child(spawn_bash(args, -1));
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 /* Runs sql with text parameters on the admin connection; fails the test on error. */
 static void sql(const char *q, int n, const char *const *v)
@@ -218,7 +123,7 @@ static int cmp_str(const void *a, const void *b)
 static int apply_migrations(void)
 {
     char dir[PATH_MAX];
-    if (!source_path("migrations", dir, sizeof dir))
+    if (!rl_test_source_path("migrations", dir, sizeof dir))
         return -1;
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -323,33 +228,11 @@ static int group_setup(void **state)
 {
     (void)state;
     rl_log_init("test_px_cache", RL_LOG_ERROR);
-    if (!source_path("tests/harness/pg.sh", g.pgsh, sizeof g.pgsh) ||
-        !source_path("tests/harness/freeport.sh", g.freeport, sizeof g.freeport)) {
-        fprintf(stderr, "test_px_cache: harness scripts not found (set RL_SOURCE_DIR)\n");
+    if (rl_test_pg_create("px_cache_test", &g.pg) != RL_OK || rl_test_pg_start(g.pg) != RL_OK) {
+        fprintf(stderr, "test_px_cache: %s\n", rl_error_last());
         return -1;
     }
-    snprintf(g.tmp, sizeof g.tmp, "/tmp/px_cache_test.XXXXXX");
-    if (!mkdtemp(g.tmp))
-        return -1;
-    snprintf(g.data, sizeof g.data, "%s/data", g.tmp);
-
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    const char *args[] = {g.freeport, NULL};
-    pid_t pid = spawn_bash(args, fds[1]);
-    close(fds[1]);
-    ssize_t n = read(fds[0], g.port, sizeof g.port - 1);
-    close(fds[0]);
-    if (wait_child(pid) != 0 || n <= 0)
-        return -1;
-    g.port[strcspn(g.port, "\r\n")] = '\0';
-    snprintf(g.url, sizeof g.url, "postgresql://renlayer@127.0.0.1:%s/postgres", g.port);
-
-    const char *init[] = {g.pgsh, "init", g.data, NULL};
-    if (wait_child(spawn_bash(init, -1)) != 0 || pg_sh("start") != 0)
-        return -1;
-    g.running = true;
+    g.url = rl_test_pg_url(g.pg);
 
     rl_pg_options_t o = {.application_name = "px_cache_test_admin"};
     if (rl_pg_create(g.url, &o, &g.admin) != RL_OK || rl_pg_connect(g.admin, WAIT_MS) != RL_OK)
@@ -368,10 +251,7 @@ static int group_teardown(void **state)
     (void)state;
     px_cache_destroy(g.cache);
     rl_pg_destroy(g.admin);
-    if (g.data[0])
-        pg_sh("stop");
-    if (g.tmp[0])
-        nftw(g.tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rl_test_pg_destroy(g.pg);
     return 0;
 }
 
@@ -456,8 +336,8 @@ static void test_first_load(void **state)
 {
     (void)state;
     g.cache = new_cache(3600000); /* no periodic load during the tests */
-    assert_true(wait_until(is_loaded, g.cache, WAIT_MS));
-    assert_true(wait_until(is_up, g.cache, WAIT_MS));
+    assert_true(rl_test_wait_until(is_loaded, g.cache, WAIT_MS));
+    assert_true(rl_test_wait_until(is_up, g.cache, WAIT_MS));
     assert_true(px_cache_generation(g.cache) >= 1);
 
     px_snapshot_t *s = px_cache_acquire(g.cache);
@@ -685,28 +565,28 @@ static void test_cost(void **state)
 static void test_key_appears_and_revocation_is_prompt(void **state)
 {
     (void)state;
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     insert_key("01900000-0000-7000-8000-0000000000d6", T1, A1, "rl_live_key6", NULL, false);
-    assert_true(wait_until(key_present, "rl_live_key6", VISIBLE_MS));
-    int64_t appear = now_ms() - t0;
+    assert_true(rl_test_wait_until(key_present, "rl_live_key6", VISIBLE_MS));
+    int64_t appear = rl_test_now_ms() - t0;
 
-    t0 = now_ms();
+    t0 = rl_test_now_ms();
     sql("UPDATE renlayer.api_keys SET revoked_at = now() "
         "WHERE id = '01900000-0000-7000-8000-0000000000d6'",
         0, NULL);
-    assert_true(wait_until(key_absent, "rl_live_key6", VISIBLE_MS));
-    int64_t revoke = now_ms() - t0;
+    assert_true(rl_test_wait_until(key_absent, "rl_live_key6", VISIBLE_MS));
+    int64_t revoke = rl_test_now_ms() - t0;
     print_message("new key visible after %lld ms, revocation after %lld ms\n", (long long)appear,
                   (long long)revoke);
 
     /* deleting an agent retires its keys */
     insert_key("01900000-0000-7000-8000-0000000000d7", T2, A3, "rl_live_key7", NULL, false);
-    assert_true(wait_until(key_present, "rl_live_key7", VISIBLE_MS));
+    assert_true(rl_test_wait_until(key_present, "rl_live_key7", VISIBLE_MS));
     sql("UPDATE renlayer.agents SET deleted_at = now() WHERE id = '" A3 "'", 0, NULL);
-    assert_true(wait_until(key_absent, "rl_live_key7", VISIBLE_MS));
+    assert_true(rl_test_wait_until(key_absent, "rl_live_key7", VISIBLE_MS));
     assert_false(has_key("rl_live_key5"));
     sql("UPDATE renlayer.agents SET deleted_at = NULL WHERE id = '" A3 "'", 0, NULL);
-    assert_true(wait_until(key_present, "rl_live_key5", VISIBLE_MS));
+    assert_true(rl_test_wait_until(key_present, "rl_live_key5", VISIBLE_MS));
 }
 
 typedef struct {
@@ -738,7 +618,7 @@ static void test_debounce(void **state)
         "'op', 'UPDATE', 'tenant_id', NULL, 'id', i::text)::text)) FROM generate_series(1, 20) i",
         0, NULL);
     gen_t want = {st.notifications + 20};
-    assert_true(wait_until(notifications_reached, &want, WAIT_MS));
+    assert_true(rl_test_wait_until(notifications_reached, &want, WAIT_MS));
     struct timespec ts = {0, 300 * 1000000L}; /* 15 debounce periods: proves an absence */
     nanosleep(&ts, NULL);
     assert_int_equal(px_cache_generation(g.cache), g0);
@@ -747,9 +627,9 @@ static void test_debounce(void **state)
         "'op', 'UPDATE', 'tenant_id', NULL, 'id', i::text)::text)) FROM generate_series(1, 50) i",
         0, NULL);
     want.gen += 50;
-    assert_true(wait_until(notifications_reached, &want, WAIT_MS));
+    assert_true(rl_test_wait_until(notifications_reached, &want, WAIT_MS));
     gen_t g1 = {g0};
-    assert_true(wait_until(gen_passed, &g1, VISIBLE_MS));
+    assert_true(rl_test_wait_until(gen_passed, &g1, VISIBLE_MS));
     nanosleep(&ts, NULL);
     uint64_t loads = px_cache_generation(g.cache) - g0;
     print_message("50 notifications in one transaction -> %llu load(s)\n",
@@ -867,14 +747,14 @@ static void test_many_keys(void **state)
         assert_non_null(k);
         assert_string_equal(k->agent->id, A1);
     }
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     uint8_t miss[32] = {0};
     for (int i = 0; i < 100000; i++) {
         miss[0] = (uint8_t)i, miss[1] = (uint8_t)(i >> 8), miss[5] = (uint8_t)(i >> 16);
         if (px_snapshot_find_key(s, miss) != NULL)
             fail_msg("phantom key");
     }
-    int64_t lookups = now_ms() - t0;
+    int64_t lookups = rl_test_now_ms() - t0;
     px_snapshot_release(s);
     print_message("%zu keys loaded in %.1f ms; 100000 missing-key lookups in %lld ms\n", keys,
                   st.last_load_us / 1000.0, (long long)lookups);
@@ -886,11 +766,11 @@ static void test_periodic_refresh(void **state)
 {
     (void)state;
     px_cache_t *c = new_cache(100);
-    assert_true(wait_until(is_loaded, c, WAIT_MS));
+    assert_true(rl_test_wait_until(is_loaded, c, WAIT_MS));
     uint64_t g0 = px_cache_generation(c);
-    int64_t end = now_ms() + WAIT_MS;
-    while (px_cache_generation(c) < g0 + 3 && now_ms() < end)
-        nap();
+    int64_t end = rl_test_now_ms() + WAIT_MS;
+    while (px_cache_generation(c) < g0 + 3 && rl_test_now_ms() < end)
+        rl_test_sleep_ms(5);
     assert_true(px_cache_generation(c) >= g0 + 3);
     px_cache_destroy(c);
 }
@@ -901,7 +781,7 @@ static void test_listener_reconnect_resyncs(void **state)
 {
     (void)state;
     insert_key("01900000-0000-7000-8000-0000000000d8", T1, A1, "rl_live_key8", NULL, false);
-    assert_true(wait_until(key_present, "rl_live_key8", VISIBLE_MS));
+    assert_true(rl_test_wait_until(key_present, "rl_live_key8", VISIBLE_MS));
     char buf[16];
     scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
            "WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
@@ -910,20 +790,19 @@ static void test_listener_reconnect_resyncs(void **state)
     sql("UPDATE renlayer.api_keys SET revoked_at = now() "
         "WHERE id = '01900000-0000-7000-8000-0000000000d8'",
         0, NULL);
-    assert_true(wait_until(key_absent, "rl_live_key8", WAIT_MS));
-    assert_true(wait_until(is_up, g.cache, WAIT_MS));
+    assert_true(rl_test_wait_until(key_absent, "rl_live_key8", WAIT_MS));
+    assert_true(rl_test_wait_until(is_up, g.cache, WAIT_MS));
 }
 
 /* Runs last: stops and restarts the server. */
 static void test_database_down_and_back(void **state)
 {
     (void)state;
-    assert_true(wait_until(is_up, g.cache, WAIT_MS));
+    assert_true(rl_test_wait_until(is_up, g.cache, WAIT_MS));
     uint64_t gen = px_cache_generation(g.cache);
-    assert_int_equal(pg_sh("stop"), 0);
-    g.running = false;
+    assert_int_equal(rl_test_pg_stop(g.pg), RL_OK);
 
-    assert_true(wait_until(is_down, g.cache, WAIT_MS));
+    assert_true(rl_test_wait_until(is_down, g.cache, WAIT_MS));
     assert_int_not_equal(px_cache_reload(g.cache), RL_OK);
     assert_true(px_cache_loaded(g.cache));
     assert_true(has_key("rl_live_key1")); /* fail open: the snapshot keeps serving */
@@ -939,18 +818,17 @@ static void test_database_down_and_back(void **state)
     assert_false(px_cache_db_up(late));
     assert_null(px_cache_acquire(late));
 
-    assert_int_equal(pg_sh("start"), 0);
-    g.running = true;
-    assert_true(wait_until(is_up, g.cache, WAIT_MS));
+    assert_int_equal(rl_test_pg_start(g.pg), RL_OK);
+    assert_true(rl_test_wait_until(is_up, g.cache, WAIT_MS));
     assert_true(px_cache_generation(g.cache) > gen);
-    assert_true(wait_until(is_loaded, late, WAIT_MS));
-    assert_true(wait_until(is_up, late, WAIT_MS));
+    assert_true(rl_test_wait_until(is_loaded, late, WAIT_MS));
+    assert_true(rl_test_wait_until(is_up, late, WAIT_MS));
     px_cache_destroy(late);
 
     /* and notifications flow again */
     rl_pg_reset(g.admin);
     insert_key("01900000-0000-7000-8000-0000000000d9", T1, A1, "rl_live_key9", NULL, false);
-    assert_true(wait_until(key_present, "rl_live_key9", VISIBLE_MS));
+    assert_true(rl_test_wait_until(key_present, "rl_live_key9", VISIBLE_MS));
     px_cache_stats(g.cache, &st);
     assert_string_equal(st.last_error, "");
 }

@@ -9,23 +9,13 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -34,6 +24,7 @@
 #include "px_trace.h"
 #include "rl_buf.h"
 #include "rl_uuid.h"
+#include "rl_test_servers.h"
 
 #define TRACE_ID "0192a7c3-5b6c-7d8e-9f01-23456789abcd"
 #define TENANT "0191c9a4-7b1e-7c3a-9f1e-2b6c8d4e5f60"
@@ -47,24 +38,14 @@
 #define SHA_B "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
 #define WAIT_MS 20000 /* bound of every wait for the server, the bus or the spool */
 
-extern char **environ;
-
 /* ==== a JSON Schema 2020-12 subset: the keywords docs/schemas use =========== */
 
 static json_t *load_schema(const char *name)
 {
-    /* the source tree: $RL_SOURCE_DIR, else from __FILE__, which is
-     * .../tests/unit/proxy/test_px_trace.c (absolute under CMake) */
-    char path[1024];
-    const char *src = getenv("RL_SOURCE_DIR");
-    if (src && *src) {
-        snprintf(path, sizeof path, "%s/docs/schemas/%s", src, name);
-    } else {
-        const char *tail = "tests/unit/proxy/test_px_trace.c";
-        size_t flen = strlen(__FILE__), tlen = strlen(tail);
-        assert_true(flen >= tlen);
-        snprintf(path, sizeof path, "%.*sdocs/schemas/%s", (int)(flen - tlen), __FILE__, name);
-    }
+    char rel[128], path[1024];
+    snprintf(rel, sizeof rel, "docs/schemas/%s", name);
+    if (!rl_test_source_path(rel, path, sizeof path))
+        fail_msg("%s not found (set RL_SOURCE_DIR)", rel);
     json_error_t err;
     json_t *s = json_load_file(path, 0, &err);
     if (!s)
@@ -722,115 +703,13 @@ static void test_encode_cost(void **state)
 /* ==== the publisher against a real nats-server ============================== */
 
 typedef struct {
-    char dir[64]; /* mkdtemp: nats store in dir, spool in dir/spool */
-    char spool[96];
-    char url[64];
-    int port;
-    pid_t pid;
-    bool paused;
+    rl_test_nats_t *nats; /* its folder holds the spool too */
+    char spool[1024];
     rl_bus_t *bus;
     rl_metrics_t *metrics;
     _Atomic(px_publisher_t *) pub;
     atomic_int nacks;
 } fixture_t;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static bool wait_for(bool (*pred)(fixture_t *), fixture_t *f, int64_t timeout_ms)
-{
-    int64_t end = now_ms() + timeout_ms;
-    for (;;) {
-        if (pred(f))
-            return true;
-        if (now_ms() >= end)
-            return false;
-        nap_ms(10);
-    }
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t len = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static bool port_answers(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
-static void server_start(fixture_t *f)
-{
-    char port[16], log[96];
-    snprintf(port, sizeof port, "%d", f->port);
-    snprintf(log, sizeof log, "%s/nats.log", f->dir);
-    char *argv[] = {"nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", f->dir, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    int rc = posix_spawnp(&f->pid, "nats-server", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    assert_int_equal(rc, 0);
-    int64_t end = now_ms() + WAIT_MS;
-    while (!port_answers(f->port)) {
-        assert_true(now_ms() < end);
-        assert_int_equal(waitpid(f->pid, NULL, WNOHANG), 0);
-        nap_ms(10);
-    }
-}
-
-static void server_stop(fixture_t *f)
-{
-    if (f->pid <= 0)
-        return;
-    if (f->paused)
-        kill(f->pid, SIGCONT);
-    f->paused = false;
-    kill(f->pid, SIGTERM);
-    int64_t end = now_ms() + WAIT_MS;
-    while (waitpid(f->pid, NULL, WNOHANG) == 0) {
-        if (now_ms() >= end) {
-            kill(f->pid, SIGKILL);
-            waitpid(f->pid, NULL, 0);
-            break;
-        }
-        nap_ms(10);
-    }
-    f->pid = 0;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
 
 /* The bus's on_ack_failure, as the engine wires it. */
 static void on_ack_failure(rl_bus_t *bus, const rl_bus_nack_t *nack, void *ctx)
@@ -844,7 +723,7 @@ static void on_ack_failure(rl_bus_t *bus, const rl_bus_nack_t *nack, void *ctx)
 static void bus_open(fixture_t *f, int max_pending, int64_t ack_timeout_ms)
 {
     rl_bus_options_t o = {
-        .url = f->url,
+        .url = rl_test_nats_url(f->nats),
         .name = "test_px_trace",
         .ensure_topology = true,
         .reconnect_wait_ms = 20,
@@ -887,17 +766,15 @@ static int setup(void **state)
     fixture_t *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/test_px_trace.XXXXXX");
-    if (!mkdtemp(f->dir)) {
+    if (rl_test_nats_create("test_px_trace", &f->nats) != RL_OK ||
+        rl_metrics_create(&f->metrics) != RL_OK) {
+        fprintf(stderr, "test_px_trace: %s\n", rl_error_last());
+        rl_test_nats_destroy(f->nats);
         free(f);
         return -1;
     }
-    snprintf(f->spool, sizeof f->spool, "%s/spool", f->dir);
-    f->port = free_port();
-    snprintf(f->url, sizeof f->url, "nats://127.0.0.1:%d", f->port);
-    if (rl_metrics_create(&f->metrics) != RL_OK)
-        return -1;
-    server_start(f);
+    snprintf(f->spool, sizeof f->spool, "%s/spool", rl_test_nats_dir(f->nats));
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
     *state = f;
     return 0;
 }
@@ -905,13 +782,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    if (f->paused)
-        kill(f->pid, SIGCONT), f->paused = false;
+    if (rl_test_nats_paused(f->nats))
+        rl_test_nats_resume(f->nats);
     pub_close(f);
     rl_bus_destroy(f->bus);
-    server_stop(f);
+    rl_test_nats_destroy(f->nats);
     rl_metrics_destroy(f->metrics);
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     free(f);
     return 0;
 }
@@ -923,25 +799,29 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static bool pred_ready(fixture_t *f)
+static bool pred_ready(void *arg)
 {
+    fixture_t *f = arg;
     return rl_bus_is_ready(f->bus);
 }
 
-static bool pred_not_ready(fixture_t *f)
+static bool pred_not_ready(void *arg)
 {
+    fixture_t *f = arg;
     return !rl_bus_is_ready(f->bus);
 }
 
-static bool pred_no_pending(fixture_t *f)
+static bool pred_no_pending(void *arg)
 {
+    fixture_t *f = arg;
     rl_bus_stats_t st;
     rl_bus_stats(f->bus, &st);
     return st.js_pending == 0;
 }
 
-static bool pred_spool_empty(fixture_t *f)
+static bool pred_spool_empty(void *arg)
 {
+    fixture_t *f = arg;
     return px_publisher_spool_depth(atomic_load(&f->pub)) == 0;
 }
 
@@ -958,11 +838,11 @@ static int64_t stream_msgs(fixture_t *f, const char *stream)
 
 static void wait_stream(fixture_t *f, const char *stream, int64_t want)
 {
-    int64_t end = now_ms() + WAIT_MS, n = -1;
+    int64_t end = rl_test_now_ms() + WAIT_MS, n = -1;
     while ((n = stream_msgs(f, stream)) != want) {
-        if (now_ms() >= end)
+        if (rl_test_now_ms() >= end)
             fail_msg("%s holds %lld messages, want %lld", stream, (long long)n, (long long)want);
-        nap_ms(20);
+        rl_test_sleep_ms(20);
     }
 }
 
@@ -1046,15 +926,15 @@ static void test_publish_spools_while_down_and_replays_in_order(void **state)
     static char ids[N + M][RL_UUID_STR_LEN + 1];
     bus_open(f, 0, 1000);
     pub_open(f);
-    assert_true(wait_for(pred_ready, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
 
     publish_traces(f, ids, 0, N);
     wait_stream(f, RL_BUS_STREAM_TRACES, N);
-    assert_true(wait_for(pred_no_pending, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), 0);
 
-    server_stop(f);
-    assert_true(wait_for(pred_not_ready, f, WAIT_MS));
+    rl_test_nats_stop(f->nats);
+    assert_true(rl_test_wait_until(pred_not_ready, f, WAIT_MS));
     publish_traces(f, ids, N, N + M);
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), M);
     char decision_ids[D][RL_UUID_STR_LEN + 1];
@@ -1065,11 +945,11 @@ static void test_publish_spools_while_down_and_replays_in_order(void **state)
     }
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), M + D);
 
-    server_start(f);
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
     wait_stream(f, RL_BUS_STREAM_TRACES, N + M);
     wait_stream(f, RL_BUS_STREAM_DECISIONS, D);
-    assert_true(wait_for(pred_spool_empty, f, WAIT_MS));
-    assert_true(wait_for(pred_no_pending, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(atomic_load(&f->nacks), 0);
 
     /* every trace once, in the order published */
@@ -1096,7 +976,7 @@ static void test_publish_spools_while_down_and_replays_in_order(void **state)
     assert_metric(f, "renlayer_proxy_messages_spooled_total 35\n");
     assert_metric(f, "renlayer_proxy_messages_replayed_total 35\n");
     assert_metric(f, "renlayer_proxy_spool_dropped_total 0\n");
-    int64_t end = now_ms() + WAIT_MS; /* the gauge follows within a replay tick */
+    int64_t end = rl_test_now_ms() + WAIT_MS; /* the gauge follows within a replay tick */
     for (;;) {
         char *text = NULL;
         size_t len = 0;
@@ -1105,8 +985,8 @@ static void test_publish_spools_while_down_and_replays_in_order(void **state)
         free(text);
         if (zero)
             break;
-        assert_true(now_ms() < end);
-        nap_ms(10);
+        assert_true(rl_test_now_ms() < end);
+        rl_test_sleep_ms(10);
     }
 
     /* the bus is back: straight to it again */
@@ -1121,22 +1001,22 @@ static void test_restart_replays_what_was_left(void **state)
     static char ids[K][RL_UUID_STR_LEN + 1];
     bus_open(f, 0, 1000);
     pub_open(f);
-    assert_true(wait_for(pred_ready, f, WAIT_MS));
-    server_stop(f);
-    assert_true(wait_for(pred_not_ready, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
+    rl_test_nats_stop(f->nats);
+    assert_true(rl_test_wait_until(pred_not_ready, f, WAIT_MS));
 
     publish_traces(f, ids, 0, K);
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), K);
-    int64_t t0 = now_ms();
+    int64_t t0 = rl_test_now_ms();
     pub_close(f); /* the spool stays on disk */
-    assert_true(now_ms() - t0 < 5000);
+    assert_true(rl_test_now_ms() - t0 < 5000);
 
     pub_open(f);
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), K);
-    server_start(f);
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
     wait_stream(f, RL_BUS_STREAM_TRACES, K);
-    assert_true(wait_for(pred_spool_empty, f, WAIT_MS));
-    assert_true(wait_for(pred_no_pending, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     char **mids = NULL;
     char **got = stream_ids(f, RL_BUS_STREAM_TRACES, K, &mids);
     for (int i = 0; i < K; i++)
@@ -1160,24 +1040,22 @@ static void test_nacks_are_spooled_and_deduplicated(void **state)
     static char ids[P][RL_UUID_STR_LEN + 1];
     bus_open(f, 4, 300);
     pub_open(f);
-    assert_true(wait_for(pred_ready, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
     wait_stream(f, RL_BUS_STREAM_TRACES, 0);
 
-    assert_int_equal(kill(f->pid, SIGSTOP), 0);
-    f->paused = true;
+    assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
     publish_traces(f, ids, 0, P);
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), P - 4);
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = rl_test_now_ms() + WAIT_MS;
     while (atomic_load(&f->nacks) < 4) {
-        assert_true(now_ms() < end);
-        nap_ms(10);
+        assert_true(rl_test_now_ms() < end);
+        rl_test_sleep_ms(10);
     }
-    assert_int_equal(kill(f->pid, SIGCONT), 0);
-    f->paused = false;
+    assert_int_equal(rl_test_nats_resume(f->nats), RL_OK);
 
     wait_stream(f, RL_BUS_STREAM_TRACES, P);
-    assert_true(wait_for(pred_spool_empty, f, WAIT_MS));
-    assert_true(wait_for(pred_no_pending, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(stream_msgs(f, RL_BUS_STREAM_TRACES), P); /* duplicates were dropped */
     char **mids = NULL;
     char **got = stream_ids(f, RL_BUS_STREAM_TRACES, P, &mids);
@@ -1219,27 +1097,27 @@ static void test_refusing_server_is_not_hammered(void **state)
     static char ids[R][RL_UUID_STR_LEN + 1];
     bus_open(f, 0, 1000);
     pub_open(f);
-    assert_true(wait_for(pred_ready, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
     wait_stream(f, RL_BUS_STREAM_TRACES, 0);
     assert_int_equal(js_DeleteStream(rl_bus_js(f->bus), RL_BUS_STREAM_TRACES, NULL, NULL), NATS_OK);
 
     publish_traces(f, ids, 0, R);
-    int64_t end = now_ms() + WAIT_MS;
+    int64_t end = rl_test_now_ms() + WAIT_MS;
     while (atomic_load(&f->nacks) < R) {
-        assert_true(now_ms() < end);
-        nap_ms(10);
+        assert_true(rl_test_now_ms() < end);
+        rl_test_sleep_ms(10);
     }
     /* a measurement window, not a synchronisation */
     uint64_t before = metric_value(f, "renlayer_proxy_messages_replayed_total");
-    nap_ms(1000);
+    rl_test_sleep_ms(1000);
     uint64_t during = metric_value(f, "renlayer_proxy_messages_replayed_total") - before;
     print_message("replays in 1 s against a refusing server: %llu\n", (unsigned long long)during);
     assert_true(during < 20 * R); /* a spinning replay sends thousands */
 
     assert_int_equal(rl_bus_ensure_topology(f->bus), RL_OK);
     wait_stream(f, RL_BUS_STREAM_TRACES, R);
-    assert_true(wait_for(pred_spool_empty, f, WAIT_MS));
-    assert_true(wait_for(pred_no_pending, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(metric_value(f, "renlayer_proxy_spool_dropped_total"), 0);
 }
 
