@@ -45,7 +45,17 @@ case "$cmd" in
       -o "-c listen_addresses=127.0.0.1 -p $port -k $sockdir -c fsync=${RL_PG_FSYNC:-on} -c max_connections=200" start >/dev/null
     ;;
   stop)
+    pid=$(head -n 1 "$dir/postmaster.pid" 2>/dev/null || true)
     as_owner "$bindir/pg_ctl" -D "$dir" -m fast -w -t 60 stop >/dev/null || true
+    # pg_ctl returns once the pid file is gone; the postmaster exits just
+    # after: wait for it (a zombie waiting to be reaped has exited)
+    if [ -n "$pid" ]; then
+      for _ in $(seq 1 200); do
+        st=$(ps -o stat= -p "$pid" 2>/dev/null) || break
+        [ "${st#Z}" != "$st" ] && break
+        sleep 0.05
+      done
+    fi
     ;;
   status)
     [ -f "$dir/PG_VERSION" ] && as_owner "$bindir/pg_ctl" -D "$dir" status >/dev/null
