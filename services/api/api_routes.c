@@ -44,6 +44,29 @@ static const rl_http_route_t routes[] = {
     {"PUT", "/v1/prices/{model}", api_prices_put},
     {"DELETE", "/v1/prices/{model}", api_prices_delete},
 
+    {"GET", "/v1/policy-sets", api_policy_sets_list},
+    {"POST", "/v1/policy-sets", api_policy_sets_create},
+    {"GET", "/v1/policy-sets/{id}", api_policy_sets_get},
+    {"PATCH", "/v1/policy-sets/{id}", api_policy_sets_patch},
+    {"DELETE", "/v1/policy-sets/{id}", api_policy_sets_delete},
+    {"POST", "/v1/policy-sets/{id}/reorder", api_policy_sets_reorder},
+
+    {"GET", "/v1/policies", api_policies_list},
+    {"POST", "/v1/policies", api_policies_create},
+    {"POST", "/v1/policies/evaluate", api_policies_evaluate}, /* before {id} */
+    {"GET", "/v1/policies/{id}", api_policies_get},
+    {"PATCH", "/v1/policies/{id}", api_policies_patch},
+    {"DELETE", "/v1/policies/{id}", api_policies_delete},
+
+    {"GET", "/v1/dlp/rules", api_dlp_rules_list},
+    {"POST", "/v1/dlp/rules", api_dlp_rules_create},
+    {"GET", "/v1/dlp/rules/{id}", api_dlp_rules_get},
+    {"PATCH", "/v1/dlp/rules/{id}", api_dlp_rules_patch},
+    {"DELETE", "/v1/dlp/rules/{id}", api_dlp_rules_delete},
+    {"PUT", "/v1/dlp/builtins/{detector}", api_dlp_builtins_put},
+    {"DELETE", "/v1/dlp/builtins/{detector}", api_dlp_builtins_delete},
+    {"POST", "/v1/dlp/scan", api_dlp_scan},
+
     {"GET", "/v1/audit", api_audit_list},
 
     {"GET", "/v1/traces", api_traces_list},

@@ -7,7 +7,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "rl_dlp.h"
 #include "rl_http.h"
+#include "rl_pg.h"
 
 /* The route table (static storage) and its length. */
 const rl_http_route_t *api_routes(size_t *n);
@@ -45,6 +47,29 @@ void api_prices_list(rl_http_request_t *req, void *ctx);
 void api_prices_put(rl_http_request_t *req, void *ctx);
 void api_prices_delete(rl_http_request_t *req, void *ctx);
 
+void api_policy_sets_list(rl_http_request_t *req, void *ctx);
+void api_policy_sets_create(rl_http_request_t *req, void *ctx);
+void api_policy_sets_get(rl_http_request_t *req, void *ctx);
+void api_policy_sets_patch(rl_http_request_t *req, void *ctx);
+void api_policy_sets_delete(rl_http_request_t *req, void *ctx);
+void api_policy_sets_reorder(rl_http_request_t *req, void *ctx);
+
+void api_policies_list(rl_http_request_t *req, void *ctx);
+void api_policies_create(rl_http_request_t *req, void *ctx);
+void api_policies_evaluate(rl_http_request_t *req, void *ctx);
+void api_policies_get(rl_http_request_t *req, void *ctx);
+void api_policies_patch(rl_http_request_t *req, void *ctx);
+void api_policies_delete(rl_http_request_t *req, void *ctx);
+
+void api_dlp_rules_list(rl_http_request_t *req, void *ctx);
+void api_dlp_rules_create(rl_http_request_t *req, void *ctx);
+void api_dlp_rules_get(rl_http_request_t *req, void *ctx);
+void api_dlp_rules_patch(rl_http_request_t *req, void *ctx);
+void api_dlp_rules_delete(rl_http_request_t *req, void *ctx);
+void api_dlp_builtins_put(rl_http_request_t *req, void *ctx);
+void api_dlp_builtins_delete(rl_http_request_t *req, void *ctx);
+void api_dlp_scan(rl_http_request_t *req, void *ctx);
+
 void api_audit_list(rl_http_request_t *req, void *ctx);
 
 void api_traces_list(rl_http_request_t *req, void *ctx);
@@ -58,5 +83,13 @@ void api_stats_overview(rl_http_request_t *req, void *ctx);
  * hand to PostgreSQL into from/to ("" when absent) and records a message per
  * bad field in errors (borrowed). Returns true when both are fine. */
 bool api_trace_window_parse(rl_http_request_t *req, json_t *errors, char from[64], char to[64]);
+
+/* The DLP engine the proxy would run for tenant_id (api_dlp.c): every
+ * built-in with the tenant's dlp_builtin_overrides applied, plus its enabled
+ * dlp_rules (a row the engine refuses is skipped, as a loader must). Reads
+ * through pg (borrowed; inside or outside a transaction). Returns owned *out
+ * (release with rl_dlp_engine_release); on error *out is untouched and the
+ * status is rl_pg_query's or rl_dlp_engine_create's. */
+rl_status_t api_dlp_engine_for_tenant(rl_pg_t *pg, const char *tenant_id, rl_dlp_engine_t **out);
 
 #endif

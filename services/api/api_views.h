@@ -64,6 +64,26 @@
     "'action', l.action, 'target_type', l.target_type, 'target_id', l.target_id, "           \
     "'diff', l.diff, 'client_addr', host(l.client_addr), 'request_id', l.request_id)"
 
+/* renlayer.policy_sets ps, with how many policies it holds */
+#define API_POLICY_SET_JSON                                                                   \
+    "json_build_object('id', ps.id, 'name', ps.name, 'description', ps.description, "        \
+    "'is_tenant_default', ps.is_tenant_default, 'policy_count', (SELECT count(*) FROM "      \
+    "renlayer.policies c WHERE c.tenant_id = ps.tenant_id AND c.policy_set_id = ps.id), "    \
+    "'created_at', ps.created_at, 'updated_at', ps.updated_at)"
+
+/* renlayer.policies p: also what rl_policy_compile reads (other keys ignored) */
+#define API_POLICY_JSON                                                                       \
+    "json_build_object('id', p.id, 'policy_set_id', p.policy_set_id, 'name', p.name, "       \
+    "'description', p.description, 'priority', p.priority, 'scope', p.scope, "               \
+    "'conditions', p.conditions, 'action', p.action, 'message', p.message, "                 \
+    "'enabled', p.enabled, 'created_at', p.created_at, 'updated_at', p.updated_at)"
+
+/* renlayer.dlp_rules r */
+#define API_DLP_RULE_JSON                                                                     \
+    "json_build_object('id', r.id, 'name', r.name, 'description', r.description, "           \
+    "'pattern', r.pattern, 'severity', r.severity, 'action', r.action, 'scope', r.scope, "   \
+    "'enabled', r.enabled, 'created_at', r.created_at, 'updated_at', r.updated_at)"
+
 /* A timestamptz expression as RFC 3339 UTC with microseconds, the bus's format
  * ("2024-10-20T11:54:56.123456Z"), whatever the session's TimeZone; NULL stays
  * NULL. For a timestamp without time zone that already holds UTC, use
