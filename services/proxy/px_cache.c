@@ -11,6 +11,7 @@
 #include "px_cache.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +20,12 @@
 #include <time.h>
 
 #include "rl_crypto.h"
+#include "rl_dlp.h"
 #include "rl_gate_secret.h"
 #include "rl_json.h"
 #include "rl_log.h"
 #include "rl_pg.h"
+#include "rl_policy.h"
 
 #define CHANNEL "renlayer_config"
 #define DEFAULT_REFRESH_MS 60000
@@ -123,7 +126,17 @@ typedef struct {
 typedef struct {
     px_tenant_t pub;
     strmap_t prices; /* model -> px_price_t *, the tenant's overrides */
+    rl_policy_set_t *default_set; /* borrowed from the snapshot's sets; NULL: none */
+    rl_dlp_engine_t *own_dlp;     /* owned: the tenant's own engine; NULL: the default */
 } tenant_entry_t;
+
+/* A compiled policy set (or the deny-all set of one that did not compile). */
+typedef struct {
+    char id[PX_ID_LEN];
+    char tenant_id[PX_ID_LEN];
+    bool is_default;
+    rl_policy_set_t *set; /* owned */
+} pset_entry_t;
 
 struct px_snapshot {
     _Atomic long refs;
@@ -146,6 +159,11 @@ struct px_snapshot {
     price_row_t *tenant_prices;
     size_t ntenant_prices;
     size_t headers_skipped;
+    pset_entry_t *psets;
+    size_t npsets;
+    strmap_t pset_map;        /* id -> pset_entry_t * */
+    rl_dlp_engine_t *dlp_default; /* owned: every built-in with its defaults */
+    uint64_t config_errors_hash;  /* of the policy/DLP errors of this build: logged on change */
 };
 
 static void gate_free(px_gate_t *g)
@@ -178,9 +196,16 @@ static void snapshot_free(px_snapshot_t *s)
         free(a->gates);
     }
     free(s->agents);
-    for (size_t i = 0; s->tenants && i < s->ntenants; i++)
+    for (size_t i = 0; s->tenants && i < s->ntenants; i++) {
         strmap_free(&s->tenants[i].prices);
+        rl_dlp_engine_release(s->tenants[i].own_dlp);
+    }
     free(s->tenants);
+    for (size_t i = 0; s->psets && i < s->npsets; i++)
+        rl_policy_set_destroy(s->psets[i].set);
+    free(s->psets);
+    strmap_free(&s->pset_map);
+    rl_dlp_engine_release(s->dlp_default);
     strmap_free(&s->tenant_map);
     strmap_free(&s->agent_map);
     strmap_free(&s->gate_map);
@@ -253,11 +278,15 @@ static void schedule(px_cache_t *c, long delay_ms)
 }
 
 /* Tables whose rows are in the snapshot. A notification for another table
- * (policies, DLP rules, limits: read elsewhere) does not cause a load. */
+ * (limits: read elsewhere) does not cause a load. */
 static bool relevant(const char *payload)
 {
     static const char *const tables[] = {"tenants",
                                          "agents",
+                                         "policy_sets",
+                                         "policies",
+                                         "dlp_rules",
+                                         "dlp_builtin_overrides",
                                          "api_keys",
                                          "gates",
                                          "gate_headers",
@@ -293,7 +322,20 @@ static void on_connected(void *ctx)
 
 /* ---- building a snapshot from the load's results ------------------------------------ */
 
-enum { R_TENANTS, R_AGENTS, R_GATES, R_HEADERS, R_KEYS, R_PRICES, R_TPRICES, R_COUNT };
+enum {
+    R_TENANTS,
+    R_AGENTS,
+    R_GATES,
+    R_HEADERS,
+    R_KEYS,
+    R_PRICES,
+    R_TPRICES,
+    R_PSETS,
+    R_POLICIES,
+    R_DLP_RULES,
+    R_DLP_OVERRIDES,
+    R_COUNT
+};
 
 static const char *const load_sql[R_COUNT] = {
     [R_TENANTS] = "SELECT id::text, fail_closed FROM renlayer.tenants",
@@ -325,12 +367,27 @@ static const char *const load_sql[R_COUNT] = {
     [R_TPRICES] = "SELECT tenant_id::text, model, input_per_mtok::float8, output_per_mtok::float8, "
                   "coalesce(cached_input_per_mtok::float8, -1), "
                   "coalesce(cache_write_per_mtok::float8, -1) FROM renlayer.tenant_model_prices",
+    [R_PSETS] = "SELECT id::text, tenant_id::text, is_tenant_default FROM renlayer.policy_sets "
+                "ORDER BY tenant_id, id",
+    /* enabled and disabled: the engine validates both and skips disabled ones */
+    [R_POLICIES] = "SELECT policy_set_id::text, json_build_object('id', id::text, 'name', name, "
+                   "'priority', priority, 'enabled', enabled, 'scope', scope, "
+                   "'conditions', conditions, 'action', action, 'message', message)::text "
+                   "FROM renlayer.policies ORDER BY policy_set_id, priority, id",
+    [R_DLP_RULES] = "SELECT tenant_id::text, id::text, name, pattern, severity, action, scope, "
+                    "enabled FROM renlayer.dlp_rules ORDER BY tenant_id, id",
+    [R_DLP_OVERRIDES] = "SELECT tenant_id::text, detector, disabled, coalesce(severity, ''), "
+                        "coalesce(action, '') FROM renlayer.dlp_builtin_overrides "
+                        "ORDER BY tenant_id, detector",
 };
 
 /* What a build tells the loader besides the snapshot. */
 typedef struct {
     size_t nskipped;
     char skipped[MAX_SKIP_LOG][PX_ID_LEN + 140]; /* "<gate id>/<header name>" */
+    size_t nerrors;                               /* policy sets / DLP rows that failed */
+    char errors[MAX_SKIP_LOG][640];               /* what failed, naming the row (no values) */
+    uint64_t errors_hash;                         /* of every error, to log changes only */
 } build_notes_t;
 
 static const char *val(const PGresult *r, int row, int col)
@@ -740,6 +797,208 @@ static rl_status_t build_prices(px_snapshot_t *s, const PGresult *list, const PG
     return st;
 }
 
+
+/* ---- policies and DLP ------------------------------------------------------------------ */
+
+static void note_error(build_notes_t *notes, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void note_error(build_notes_t *notes, const char *fmt, ...)
+{
+    char line[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    notes->errors_hash = (notes->errors_hash ^ fnv1a(line, strlen(line))) * UINT64_C(1099511628211);
+    if (notes->nerrors < MAX_SKIP_LOG)
+        snprintf(notes->errors[notes->nerrors], sizeof notes->errors[0], "%s", line);
+    notes->nerrors++;
+}
+
+/* Compiles one set from its policies (rows [from, to) of r, JSON text in
+ * column 1). A set that does not compile becomes the deny-all set naming the
+ * failing policy, so the tenant's traffic fails closed. */
+static rl_status_t compile_set(pset_entry_t *e, const PGresult *r, int from, int to,
+                               build_notes_t *notes)
+{
+    json_t *arr = json_array();
+    if (arr == NULL)
+        return rl_error(RL_ERR_NOMEM, "config cache: policies");
+    rl_policy_error_t err;
+    memset(&err, 0, sizeof err);
+    rl_status_t st = RL_OK;
+    for (int i = from; i < to && st == RL_OK; i++) {
+        json_t *p = json_loads(PQgetvalue(r, i, 1), 0, NULL);
+        if (p == NULL) {
+            st = RL_ERR_INVALID;
+            snprintf(err.message, sizeof err.message, "policy row %d of set %s does not parse", i,
+                     e->id);
+            break;
+        }
+        json_array_append_new(arr, p);
+    }
+    if (st == RL_OK)
+        st = rl_policy_compile(arr, &e->set, &err);
+    json_decref(arr);
+    if (st == RL_ERR_NOMEM)
+        return st;
+    if (st != RL_OK) {
+        rl_error_clear();
+        note_error(notes, "policy set %s does not compile (its requests are denied): %s", e->id,
+                   err.message);
+        if (rl_policy_set_create_failed(&err, &e->set) != RL_OK)
+            return rl_error(RL_ERR_NOMEM, "config cache: failed policy set");
+    }
+    return RL_OK;
+}
+
+static rl_status_t build_policies(px_snapshot_t *s, const PGresult *sets, const PGresult *pol,
+                                  build_notes_t *notes)
+{
+    int n = PQntuples(sets);
+    s->psets = calloc(n ? (size_t)n : 1, sizeof *s->psets);
+    if (s->psets == NULL)
+        return rl_error(RL_ERR_NOMEM, "config cache: %d policy sets", n);
+    rl_status_t st = strmap_init(&s->pset_map, (size_t)n);
+    for (int i = 0; i < n && st == RL_OK; i++) {
+        const char *tid = PQgetvalue(sets, i, 1);
+        tenant_entry_t *t = strmap_get(&s->tenant_map, tid, strlen(tid));
+        if (t == NULL)
+            continue;
+        pset_entry_t *e = &s->psets[s->npsets++];
+        copy_str(e->id, sizeof e->id, PQgetvalue(sets, i, 0));
+        copy_str(e->tenant_id, sizeof e->tenant_id, tid);
+        e->is_default = PQgetvalue(sets, i, 2)[0] == 't';
+        strmap_put(&s->pset_map, e->id, e);
+    }
+    /* policies come ordered by set: compile each run of rows */
+    int m = PQntuples(pol);
+    for (int i = 0; i < m && st == RL_OK;) {
+        const char *sid = PQgetvalue(pol, i, 0);
+        int j = i + 1;
+        while (j < m && strcmp(PQgetvalue(pol, j, 0), sid) == 0)
+            j++;
+        pset_entry_t *e = strmap_get(&s->pset_map, sid, strlen(sid));
+        if (e && e->set == NULL)
+            st = compile_set(e, pol, i, j, notes);
+        i = j;
+    }
+    /* sets without policies: an empty set allows everything */
+    for (size_t i = 0; i < s->npsets && st == RL_OK; i++) {
+        pset_entry_t *e = &s->psets[i];
+        if (e->set == NULL)
+            st = compile_set(e, pol, 0, 0, notes);
+        tenant_entry_t *t = strmap_get(&s->tenant_map, e->tenant_id, strlen(e->tenant_id));
+        if (st == RL_OK && e->is_default && t && t->default_set == NULL)
+            t->default_set = e->set;
+    }
+    for (size_t i = 0; i < s->nagents && st == RL_OK; i++) {
+        px_agent_t *a = &s->agents[i];
+        const pset_entry_t *e =
+            a->default_policy_set_id[0]
+                ? strmap_get(&s->pset_map, a->default_policy_set_id, strlen(a->default_policy_set_id))
+                : NULL;
+        if (e && strcmp(e->tenant_id, a->tenant->id) == 0)
+            a->policy_set = e->set;
+        else
+            a->policy_set = ((const tenant_entry_t *)a->tenant)->default_set;
+    }
+    return st;
+}
+
+static rl_dlp_severity_t severity_or_default(const char *v)
+{
+    rl_dlp_severity_t x = 0;
+    if (v && *v && rl_dlp_severity_parse(v, &x) != RL_OK)
+        x = 0;
+    return x;
+}
+
+static rl_dlp_action_t action_or_default(const char *v)
+{
+    rl_dlp_action_t x = 0;
+    if (v && *v && rl_dlp_action_parse(v, &x) != RL_OK)
+        x = 0;
+    return x;
+}
+
+/* One engine per tenant that has custom rules or overrides; the others
+ * share the snapshot's default engine. A row the engine refuses (a rule
+ * saved by an older version, an unknown detector) is skipped and noted. */
+static rl_status_t build_dlp(px_snapshot_t *s, const PGresult *rules, const PGresult *ovr,
+                             build_notes_t *notes)
+{
+    rl_status_t st = rl_dlp_engine_create(NULL, &s->dlp_default);
+    if (st != RL_OK)
+        return st;
+    rl_dlp_config_t **cfg = calloc(s->ntenants ? s->ntenants : 1, sizeof *cfg);
+    if (cfg == NULL)
+        return rl_error(RL_ERR_NOMEM, "config cache: dlp");
+    int n = PQntuples(ovr);
+    for (int i = 0; i < n && st == RL_OK; i++) {
+        const char *tid = PQgetvalue(ovr, i, 0);
+        tenant_entry_t *t = strmap_get(&s->tenant_map, tid, strlen(tid));
+        if (t == NULL)
+            continue;
+        size_t ti = (size_t)(t - s->tenants);
+        if (cfg[ti] == NULL && (st = rl_dlp_config_create(&cfg[ti])) != RL_OK)
+            break;
+        rl_dlp_builtin_t d;
+        if (rl_dlp_builtin_parse(PQgetvalue(ovr, i, 1), &d) != RL_OK ||
+            rl_dlp_config_set_builtin(cfg[ti], d, PQgetvalue(ovr, i, 2)[0] != 't',
+                                      severity_or_default(PQgetvalue(ovr, i, 3)),
+                                      action_or_default(PQgetvalue(ovr, i, 4))) != RL_OK) {
+            rl_error_clear();
+            note_error(notes, "tenant %s: DLP override for unknown detector '%.64s' skipped", tid,
+                       PQgetvalue(ovr, i, 1));
+        }
+    }
+    n = PQntuples(rules);
+    for (int i = 0; i < n && st == RL_OK; i++) {
+        const char *tid = PQgetvalue(rules, i, 0);
+        tenant_entry_t *t = strmap_get(&s->tenant_map, tid, strlen(tid));
+        if (t == NULL)
+            continue;
+        size_t ti = (size_t)(t - s->tenants);
+        if (cfg[ti] == NULL && (st = rl_dlp_config_create(&cfg[ti])) != RL_OK)
+            break;
+        rl_dlp_rule_t r = {.id = PQgetvalue(rules, i, 1),
+                           .name = PQgetvalue(rules, i, 2),
+                           .pattern = PQgetvalue(rules, i, 3),
+                           .severity = severity_or_default(PQgetvalue(rules, i, 4)),
+                           .action = action_or_default(PQgetvalue(rules, i, 5)),
+                           .enabled = PQgetvalue(rules, i, 7)[0] == 't'};
+        if (rl_dlp_scope_parse(PQgetvalue(rules, i, 6), &r.scope) != RL_OK)
+            r.scope = RL_DLP_SCOPE_BOTH;
+        rl_status_t rs = rl_dlp_config_add_rule(cfg[ti], &r);
+        if (rs == RL_ERR_NOMEM) {
+            st = rs;
+        } else if (rs != RL_OK) {
+            note_error(notes, "DLP rule %s skipped: %s", r.id, rl_error_last());
+            rl_error_clear();
+        }
+    }
+    for (size_t i = 0; i < s->ntenants; i++) {
+        tenant_entry_t *t = &s->tenants[i];
+        if (st == RL_OK && cfg[i]) {
+            rl_status_t es = rl_dlp_engine_create(cfg[i], &t->own_dlp);
+            if (es == RL_ERR_NOMEM) {
+                st = es;
+            } else if (es != RL_OK) {
+                /* cannot happen (rules were checked when added): built-ins still protect */
+                note_error(notes, "tenant %s: DLP engine does not compile, built-ins only: %s",
+                           t->pub.id, rl_error_last());
+                rl_error_clear();
+            }
+        }
+        rl_dlp_config_destroy(cfg[i]);
+        t->pub.dlp = t->own_dlp ? t->own_dlp : s->dlp_default;
+    }
+    free(cfg);
+    return st;
+}
+
 static rl_status_t build(px_cache_t *c, PGresult *const *r, px_snapshot_t **out,
                          build_notes_t *notes)
 {
@@ -758,6 +1017,12 @@ static rl_status_t build(px_cache_t *c, PGresult *const *r, px_snapshot_t **out,
         st = build_keys(s, r[R_KEYS]);
     if (st == RL_OK)
         st = build_prices(s, r[R_PRICES], r[R_TPRICES]);
+    if (st == RL_OK)
+        st = build_policies(s, r[R_PSETS], r[R_POLICIES], notes);
+    if (st == RL_OK)
+        st = build_dlp(s, r[R_DLP_RULES], r[R_DLP_OVERRIDES], notes);
+    if (st == RL_OK)
+        s->config_errors_hash = notes->errors_hash;
     if (st != RL_OK) {
         snapshot_free(s);
         return st;
@@ -797,7 +1062,8 @@ static rl_status_t load(px_cache_t *c, px_snapshot_t **out, build_notes_t *notes
 
 /* Logs transitions only (first failure, recovery), so an outage is two lines. */
 static void log_load(rl_status_t st, bool was_ok, bool first_failure, const px_snapshot_t *s,
-                     const build_notes_t *notes, size_t prev_skipped, int64_t took_us)
+                     const build_notes_t *notes, size_t prev_skipped, uint64_t prev_errors,
+                     int64_t took_us)
 {
     if (st != RL_OK) {
         if (was_ok || first_failure)
@@ -813,6 +1079,12 @@ static void log_load(rl_status_t st, bool was_ok, bool first_failure, const px_s
             rl_log(RL_LOG_WARN, "gate header value does not open with the secret key; skipped",
                    "{s:s}", "gate_header", notes->skipped[i]);
     }
+    /* a broken policy set or DLP row is logged when it appears, not on every reload */
+    if (notes->nerrors > 0 && notes->errors_hash != prev_errors) {
+        for (size_t i = 0; i < notes->nerrors && i < MAX_SKIP_LOG; i++)
+            rl_log(RL_LOG_WARN, "policy or DLP configuration refused", "{s:s}", "error",
+                   notes->errors[i]);
+    }
 }
 
 static void run_load(px_cache_t *c, uint64_t req)
@@ -827,6 +1099,7 @@ static void run_load(px_cache_t *c, uint64_t req)
     bool was_ok = atomic_load(&c->last_ok);
     bool first_failure = st != RL_OK && c->stats.load_failures == 0;
     size_t prev_skipped = c->cur ? c->cur->headers_skipped : (size_t)-1;
+    uint64_t prev_errors = c->cur ? c->cur->config_errors_hash : 0;
     px_snapshot_t *old = NULL;
     int64_t now = mono_ms();
     if (st == RL_OK) {
@@ -860,7 +1133,7 @@ static void run_load(px_cache_t *c, uint64_t req)
     pthread_cond_broadcast(&c->done);
     pthread_mutex_unlock(&c->mu);
 
-    log_load(st, was_ok, first_failure, s, &notes, prev_skipped, took);
+    log_load(st, was_ok, first_failure, s, &notes, prev_skipped, prev_errors, took);
     px_snapshot_release(old);
 }
 

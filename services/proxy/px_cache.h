@@ -1,6 +1,8 @@
 /* px_cache: the proxy's in-memory copy of the configuration it needs on the
  * request path — API keys (by keyed hash), agents, gates (injected header
- * values decrypted in memory), tenants, prices — loaded from PostgreSQL and
+ * values decrypted in memory), tenants, prices, compiled policy sets (each
+ * agent points at its effective set) and one DLP engine per tenant with
+ * custom rules or overrides (the others share a default) — loaded from PostgreSQL and
  * kept current by LISTEN/NOTIFY on channel `renlayer_config`, with a
  * periodic full refresh as the safety net.
  *

@@ -313,6 +313,7 @@ static void worker_free(px_worker_t *w)
     if (w->multi)
         curl_multi_cleanup(w->multi);
     rl_buf_free(&w->scratch);
+    rl_dlp_scratch_destroy(w->dlp_scratch);
     if (w->epfd >= 0)
         close(w->epfd);
     if (w->wake_fd >= 0)
@@ -340,6 +341,22 @@ static void register_metrics(px_engine_t *e)
     rl_metrics_counter(m, "renlayer_proxy_client_aborts_total",
                        "Requests whose client went away before the response ended", NULL,
                        &e->m.client_aborts);
+    static const char *const help =
+        "Requests decided other than ALLOWED, by trace status (policies and DLP)";
+    rl_metrics_counter(m, "renlayer_proxy_decisions_total", help, "status=\"DENIED\"",
+                       &e->m.denied);
+    rl_metrics_counter(m, "renlayer_proxy_decisions_total", help, "status=\"FLAGGED\"",
+                       &e->m.flagged);
+    rl_metrics_counter(m, "renlayer_proxy_decisions_total", help, "status=\"DLP_BLOCKED\"",
+                       &e->m.dlp_blocked);
+    rl_metrics_counter(m, "renlayer_proxy_decisions_total", help, "status=\"DLP_WARNED\"",
+                       &e->m.dlp_warned);
+    rl_metrics_counter(m, "renlayer_proxy_policy_errors_total",
+                       "Policy evaluations that failed and denied (fail closed)", NULL,
+                       &e->m.policy_errors);
+    rl_metrics_counter(m, "renlayer_proxy_dlp_errors_total",
+                       "DLP scans that could not finish (a pattern's match limit, memory)", NULL,
+                       &e->m.dlp_errors);
 }
 
 rl_status_t px_engine_start(const px_engine_options_t *opts, px_engine_t **out)

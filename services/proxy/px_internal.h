@@ -12,11 +12,14 @@
 
 #include "px_engine.h"
 #include "px_protocol.h"
+#include "px_trace.h"
 #include "px_types.h"
 #include "rl_buf.h"
+#include "rl_dlp.h"
 
 typedef struct px_worker px_worker_t;
 typedef struct px_request px_request_t;
+typedef struct px_stream_guard px_stream_guard_t;
 
 /* Metrics every worker updates (registered once; lock-free updates). */
 typedef struct {
@@ -27,6 +30,12 @@ typedef struct {
     rl_counter_t *upstream_errors;
     rl_counter_t *retries;
     rl_counter_t *client_aborts;
+    rl_counter_t *denied;      /* renlayer_proxy_decisions_total{status="DENIED"} */
+    rl_counter_t *flagged;     /* ...{status="FLAGGED"} */
+    rl_counter_t *dlp_blocked; /* ...{status="DLP_BLOCKED"} (requests and responses) */
+    rl_counter_t *dlp_warned;  /* ...{status="DLP_WARNED"} */
+    rl_counter_t *policy_errors; /* evaluations that failed (denied, fail closed) */
+    rl_counter_t *dlp_errors;    /* scans that hit a match limit or ran out of memory */
 } px_metrics_t;
 
 struct px_engine {
@@ -63,6 +72,7 @@ struct px_worker {
     CURL *idle_easy[64];   /* easy handles kept for reuse (their state is reset) */
     size_t nidle_easy;
     rl_buf_t scratch;      /* reusable buffer for error bodies */
+    rl_dlp_scratch_t *dlp_scratch; /* PCRE2 state for this worker's scans; created lazily */
 };
 
 /* What a request is waiting for. */
@@ -137,6 +147,17 @@ struct px_request {
     const char *status;      /* PX_STATUS_* */
     const char *error;       /* static text or NULL */
     bool decision_published;
+
+    /* policies and DLP (px_guard.c) */
+    px_finding_t findings[PX_MAX_FINDINGS]; /* request and response findings, for the trace */
+    size_t nfindings;
+    const char *policy_id;   /* the deciding policy (borrowed from the snapshot's set) or NULL */
+    char reason[256];        /* the decision's reason (policy message, detectors) */
+    rl_buf_t trace_req;      /* the request body with every finding redacted, for the trace */
+    bool trace_req_redacted; /* the trace shows trace_req (findings in the request) */
+    bool resp_findings;      /* the response had findings: its trace copy is redacted or dropped */
+    px_stream_guard_t *guard; /* DLP over a streamed response; NULL when none */
+    bool dlp_cut;            /* the response was cut by DLP: the transfer ended on purpose */
 };
 
 /* px_request.c */
@@ -147,6 +168,36 @@ enum MHD_Result px_request_handle(px_request_t *req, struct MHD_Connection *conn
 void px_request_completed(px_request_t *req, enum MHD_RequestTerminationCode toe);
 void px_request_respond_error(px_request_t *req, int http_status, const char *code,
                               const char *message);
+/* Publishes the decision message of req as it stands (status, policy, findings). */
+void px_request_publish_decision(px_request_t *req);
+
+/* px_guard.c: policies and DLP on the request path (request path steps 5-6,
+ * see docs/proxy.md) and DLP on the response (step 8). */
+
+/* Scans the request, evaluates the agent's policy set, applies the verdict.
+ * Returns false when the request was answered (403 DENIED or DLP_BLOCKED,
+ * decision published); true to forward it (req->status set, a redacted
+ * body in req->body / req->rewritten when a rule redacts). */
+bool px_guard_request(px_request_t *req);
+
+/* The upstream's headers are in: prepares the response scan (a stream guard
+ * for SSE). Called once per final response. */
+void px_guard_response_start(px_request_t *req);
+
+/* Moves the bytes the parser appended to req->out from `from` on through
+ * the stream guard: what is safe stays in out (redacted), what may still be
+ * part of a finding is held, a blocking finding cuts the stream with an
+ * error event. Returns false when the stream was cut (stop the transfer). */
+bool px_guard_stream(px_request_t *req, size_t from);
+
+/* The upstream ended and the parser appended its last bytes to req->out from
+ * `from` on: flushes the stream guard, or scans a whole response body in
+ * req->out (a block replaces it with a structured 403, a redaction rewrites
+ * it). */
+void px_guard_response_end(px_request_t *req, size_t from);
+
+/* Frees the guard state of req. */
+void px_guard_free(px_request_t *req);
 
 /* px_upstream.c */
 rl_status_t px_upstream_start(px_request_t *req);

@@ -36,6 +36,7 @@ px_request_t *px_request_new(px_worker_t *w, const char *uri)
     rl_buf_init(&req->rewritten, w->engine->opts.max_body + 64 * 1024);
     rl_buf_init(&req->out, OUT_MAX);
     rl_buf_init(&req->resp_copy, TRACE_BODY_COPY);
+    rl_buf_init(&req->trace_req, w->engine->opts.max_body + 64 * 1024);
     rl_uuid_t id;
     rl_uuid_v7(&id);
     rl_uuid_format(&id, req->trace_id);
@@ -49,6 +50,8 @@ void px_request_free(px_request_t *req)
 {
     px_upstream_cancel(req);
     px_response_destroy(req->parser);
+    px_guard_free(req);
+    rl_buf_free(&req->trace_req);
     curl_slist_free_all(req->upstream_headers);
     for (size_t i = 0; i < req->nresp_headers; i++) {
         free(req->resp_headers[i].name);
@@ -318,7 +321,6 @@ static void plan_attempts(px_request_t *req)
         req->chain[req->nchain++] = ring[(start + i) % n];
 }
 
-static void publish_decision(px_request_t *req);
 
 /* The pipeline once the body is in. Answers, or suspends the connection with
  * an upstream attempt under way. */
@@ -343,11 +345,14 @@ static enum MHD_Result run(px_request_t *req)
     }
     if (!authenticate(req) || !select_gate(req) || !read_context(req) || !classify(req))
         return MHD_YES;
-    /* Request path steps 4-6 go here, each one call: rate limits and the
-     * session gate, policies, DLP on the request. */
+    /* Request path step 4 goes here: rate limits and the session gate.
+     * Steps 5-6, policies and DLP on the request, are one call: the scan runs
+     * first because policies may test its detectors (px_guard.c). */
     req->status = PX_STATUS_ALLOWED;
+    if (!px_guard_request(req))
+        return MHD_YES;
     if (req->worker->engine->opts.decisions_for_allowed)
-        publish_decision(req);
+        px_request_publish_decision(req);
     plan_attempts(req);
     req->state = PX_RS_UPSTREAM;
     MHD_suspend_connection(req->conn);
@@ -485,6 +490,11 @@ static void fill_trace(px_request_t *req, px_trace_t *t)
     snprintf(t->model, sizeof t->model, "%s", model);
     t->upstream = req->upstream_base[0] ? req->upstream_base : NULL;
     t->status = req->status;
+    if (req->policy_id && t->npolicy_ids < PX_MAX_POLICY_IDS)
+        t->policy_ids[t->npolicy_ids++] = req->policy_id;
+    memcpy(t->findings, req->findings, req->nfindings * sizeof req->findings[0]);
+    t->nfindings = req->nfindings;
+    t->reason = req->reason[0] ? req->reason : NULL;
     t->http_status = req->http_status;
     t->stream = req->info.stream;
     t->error = req->error;
@@ -493,14 +503,19 @@ static void fill_trace(px_request_t *req, px_trace_t *t)
     t->ntool_calls = req->info.ntool_calls;
     memcpy(t->attempts, req->attempts, sizeof t->attempts);
     t->nattempts = req->nattempts;
-    const rl_buf_t *fwd = req->rewritten.len ? &req->rewritten : &req->body;
+    /* no detected value reaches a trace: with findings, the copies with every
+     * finding redacted (empty when that was not possible) */
+    const rl_buf_t *fwd = req->trace_req_redacted ? &req->trace_req
+                          : req->rewritten.len   ? &req->rewritten
+                                                 : &req->body;
     t->request_body = fwd->data;
     t->request_body_len = fwd->len;
-    t->response_body = req->resp_copy.data;
-    t->response_body_len = req->resp_copy.len;
+    bool drop_resp = req->resp_findings && req->up_sse; /* a stream's copy is not redacted */
+    t->response_body = drop_resp ? NULL : req->resp_copy.data;
+    t->response_body_len = drop_resp ? 0 : req->resp_copy.len;
 }
 
-static void publish_decision(px_request_t *req)
+void px_request_publish_decision(px_request_t *req)
 {
     px_trace_t t;
     fill_trace(req, &t);

@@ -41,9 +41,14 @@ typedef struct px_gate {
     long idle_timeout_s;                   /* 0 = the agent's */
 } px_gate_t;
 
+struct rl_policy_set;
+struct rl_dlp_engine;
+
 typedef struct px_tenant {
     char id[PX_ID_LEN];
     bool fail_closed; /* refuse its requests while the database is unreachable */
+    struct rl_dlp_engine *dlp; /* borrowed from the snapshot: the tenant's engine (custom rules
+                                * and overrides) or the snapshot's shared default; never NULL */
 } px_tenant_t;
 
 typedef struct px_agent {
@@ -54,6 +59,9 @@ typedef struct px_agent {
     size_t ngates;
     const px_gate_t *default_gate; /* borrowed; NULL when the agent has no default */
     char default_policy_set_id[PX_ID_LEN]; /* "" when none */
+    const struct rl_policy_set *policy_set; /* borrowed from the snapshot: the effective set
+                                   * (default_policy_set_id, else the tenant's default set);
+                                   * NULL: no policies, every request allowed */
     double soft_limit_usd;         /* 0: none */
     double hard_limit_usd;         /* 0: 2 x soft */
     long idle_timeout_s;

@@ -152,6 +152,7 @@ static void on_headers_done(px_request_t *req)
     req->parser = NULL;
     if (px_response_create(&req->info, req->up_status, req->up_sse, &req->parser) != RL_OK)
         req->parser = NULL;
+    px_guard_response_start(req);
     if (req->up_sse) {
         /* a stream: the client gets the status and headers now, the events as they come */
         req->response_ready = true;
@@ -217,6 +218,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
                                  : rl_buf_append(&req->out, data, len);
     if (st != RL_OK)
         return 0; /* the response exceeds what we hold: abort the transfer */
+    bool go_on = !req->up_sse || px_guard_stream(req, before);
     size_t added = req->out.len - before;
     if (added > 0 && req->resp_copy.len < req->resp_copy.max) {
         size_t room = req->resp_copy.max - req->resp_copy.len;
@@ -224,7 +226,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     }
     if (req->up_sse && added > 0 && req->state == PX_RS_RESPONDING)
         px_worker_resume(req);
-    return len;
+    return go_on ? len : 0; /* cut by DLP: ends the transfer (px_upstream_done knows) */
 }
 
 /* ---- attempts -------------------------------------------------------------------------- */
@@ -344,6 +346,8 @@ void px_upstream_done(px_request_t *req, CURLcode result)
     px_worker_t *w = req->worker;
     int64_t now = px_now_us();
     double ms = (double)(now - req->t_up_start_us) / 1000.0;
+    if (req->dlp_cut)
+        result = CURLE_OK; /* DLP stopped the transfer on purpose: not an upstream error */
     curl_multi_remove_handle(w->multi, req->easy);
     px_worker_easy_done(w, req->easy);
     req->easy = NULL;
@@ -364,10 +368,16 @@ void px_upstream_done(px_request_t *req, CURLcode result)
         schedule_retry(req);
         return;
     }
-    if (result != CURLE_OK && !req->response_ready && req->state != PX_RS_RESPONDING) {
+    if (req->dlp_cut) {
+        /* DLP ended the stream with its error event: nothing more to add */
+    } else if (result != CURLE_OK && !req->response_ready && req->state != PX_RS_RESPONDING) {
         req->up_status = 0; /* no usable response: the client gets 502/504 */
-    } else if (req->parser) {
-        px_response_finish(req->parser, &req->out);
+    } else {
+        size_t before = req->out.len;
+        if (req->parser)
+            px_response_finish(req->parser, &req->out);
+        if (result == CURLE_OK || req->up_sse)
+            px_guard_response_end(req, before);
     }
     if (result != CURLE_OK)
         req->up_failed = true;

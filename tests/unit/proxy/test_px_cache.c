@@ -614,7 +614,7 @@ static void test_debounce(void **state)
     px_cache_stats(g.cache, &st);
     uint64_t g0 = px_cache_generation(g.cache);
 
-    sql("SELECT count(pg_notify('renlayer_config', json_build_object('table', 'policies', "
+    sql("SELECT count(pg_notify('renlayer_config', json_build_object('table', 'limits', "
         "'op', 'UPDATE', 'tenant_id', NULL, 'id', i::text)::text)) FROM generate_series(1, 20) i",
         0, NULL);
     gen_t want = {st.notifications + 20};

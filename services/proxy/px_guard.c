@@ -1,0 +1,889 @@
+/* px_guard: policies and DLP on a request's path (docs/proxy.md, "Policies
+ * and DLP").
+ *
+ * Request: the DLP scan runs first (policies may test its detectors), the
+ * agent's policy set decides next, and the DLP verdict is applied last:
+ *   policy DENY            -> 403 DENIED (whatever DLP found)
+ *   DLP BLOCKED            -> 403 DLP_BLOCKED (a policy ALLOW does not lift it)
+ *   redact findings        -> the redacted body is forwarded
+ *   policy FLAG            -> FLAGGED (outranks DLP_WARNED as the trace status)
+ *   DLP WARNED             -> DLP_WARNED
+ *   a policy ALLOW match   -> ALLOWED with its id recorded
+ *
+ * Response: a whole body is scanned when it has arrived; a stream is scanned
+ * over the text of its events (the deltas the client will read, not the raw
+ * `data:` lines) with rl_dlp_stream, and events are held back only while the
+ * scanner's safe point is behind them. A blocking finding replaces a whole
+ * body with a structured error, or ends a stream with an error event.
+ *
+ * Traces never carry a detected value: when a request or response had
+ * findings, the trace's copy of it has every finding redacted (warn and block
+ * ones included), or is dropped when that is not possible. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "px_internal.h"
+#include "px_sse.h"
+#include "rl_log.h"
+#include "rl_policy.h"
+
+#define FINDINGS_MAX 256            /* findings kept per scan */
+#define STREAM_EVENT_MAX (1u << 20) /* larger SSE events pass unscanned (px_sse bound) */
+#define STREAM_HELD_MAX (4u << 20)  /* bytes a stream guard may hold back */
+#define WHOLE_MAX (64u << 20)       /* a whole response, as px_request's OUT_MAX */
+
+static rl_dlp_scratch_t *scratch(px_worker_t *w)
+{
+    if (w->dlp_scratch == NULL && rl_dlp_scratch_create(&w->dlp_scratch) != RL_OK) {
+        rl_error_clear();
+        w->dlp_scratch = NULL; /* scans then make their own */
+    }
+    return w->dlp_scratch;
+}
+
+static bool engine_active(const rl_dlp_engine_t *e)
+{
+    return e && rl_dlp_engine_rule_count(e) > 0;
+}
+
+static void add_finding(px_request_t *req, const rl_dlp_finding_t *f, const char *where)
+{
+    if (req->nfindings >= PX_MAX_FINDINGS)
+        return;
+    /* one entry per detector and place: the trace says what, not how often */
+    for (size_t i = 0; i < req->nfindings; i++) {
+        px_finding_t *x = &req->findings[i];
+        if (strcmp(x->detector, f->detector) == 0 && strcmp(x->where, where) == 0 &&
+            strcmp(x->action, rl_dlp_action_str(f->action)) == 0)
+            return;
+    }
+    px_finding_t *x = &req->findings[req->nfindings++];
+    snprintf(x->detector, sizeof x->detector, "%s", f->detector);
+    snprintf(x->severity, sizeof x->severity, "%s", rl_dlp_severity_str(f->severity));
+    snprintf(x->where, sizeof x->where, "%s", where);
+    snprintf(x->action, sizeof x->action, "%s", rl_dlp_action_str(f->action));
+}
+
+/* Copies text into out with every finding (any action) redacted. False when
+ * that is not possible (findings were dropped, out's bound): out is empty. */
+static bool redact_all(const char *text, size_t len, const rl_dlp_findings_t *f, rl_buf_t *out)
+{
+    rl_buf_reset(out);
+    if (f->dropped > 0)
+        return false;
+    rl_dlp_findings_t all = *f;
+    all.items = malloc((f->len ? f->len : 1) * sizeof *all.items);
+    if (all.items == NULL)
+        return false;
+    for (size_t i = 0; i < f->len; i++) {
+        all.items[i] = f->items[i];
+        all.items[i].action = RL_DLP_ACTION_REDACT;
+    }
+    rl_status_t st = rl_dlp_redact(text, len, 0, &all, out);
+    free(all.items);
+    if (st != RL_OK) {
+        rl_error_clear();
+        rl_buf_reset(out);
+        return false;
+    }
+    return true;
+}
+
+static bool any_redact(const rl_dlp_findings_t *f)
+{
+    for (size_t i = 0; i < f->len; i++)
+        if (f->items[i].action == RL_DLP_ACTION_REDACT)
+            return true;
+    return false;
+}
+
+/* "AWS_SECRET_KEY, EMAIL": the detectors of the blocking findings (or all). */
+static void detector_list(const rl_dlp_findings_t *f, bool blocking_only, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < f->len; i++) {
+        const rl_dlp_finding_t *x = &f->items[i];
+        if (blocking_only && rl_dlp_finding_verdict(x) != RL_DLP_BLOCKED)
+            continue;
+        if (strstr(out, x->detector))
+            continue;
+        int w = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", x->detector);
+        if (w < 0 || (size_t)w >= cap - n)
+            break;
+        n += (size_t)w;
+    }
+}
+
+/* Copies text into req->reason, cut at a UTF-8 character boundary. */
+static void set_reason(px_request_t *req, const char *text)
+{
+    size_t n = strlen(text);
+    if (n >= sizeof req->reason) {
+        n = sizeof req->reason - 1;
+        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(req->reason, text, n);
+    req->reason[n] = '\0';
+}
+
+static void count(px_request_t *req, const char *status)
+{
+    px_metrics_t *m = &req->worker->engine->m;
+    if (strcmp(status, PX_STATUS_DENIED) == 0)
+        rl_counter_add(m->denied, 1);
+    else if (strcmp(status, PX_STATUS_FLAGGED) == 0)
+        rl_counter_add(m->flagged, 1);
+    else if (strcmp(status, PX_STATUS_DLP_BLOCKED) == 0)
+        rl_counter_add(m->dlp_blocked, 1);
+    else if (strcmp(status, PX_STATUS_DLP_WARNED) == 0)
+        rl_counter_add(m->dlp_warned, 1);
+}
+
+/* ---- the request ------------------------------------------------------------------------ */
+
+static const char *policy_header(void *ctx, const char *name)
+{
+    px_request_t *req = ctx;
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static void evaluate_policies(px_request_t *req, const rl_dlp_findings_t *f,
+                              rl_policy_result_t *out)
+{
+    const rl_policy_set_t *set = req->agent->policy_set;
+    memset(out, 0, sizeof *out);
+    out->action = RL_POLICY_ALLOW;
+    out->policy_id = "";
+    out->policy_name = "";
+    out->message = "";
+    if (set == NULL)
+        return; /* no policy set: every request is allowed */
+    static const char *const actions[] = {"chat", "embedding", "mcp", "tool_call", "http"};
+    const char *tools[PX_MAX_TOOL_CALLS + 1];
+    size_t ntools = 0;
+    if (req->info.tool_name[0])
+        tools[ntools++] = req->info.tool_name;
+    for (size_t i = 0; i < req->info.ntool_calls && ntools < PX_MAX_TOOL_CALLS + 1; i++)
+        if (req->info.tool_calls[i].name[0])
+            tools[ntools++] = req->info.tool_calls[i].name;
+    const char *dets[FINDINGS_MAX];
+    size_t ndets = 0;
+    for (size_t i = 0; i < f->len && ndets < FINDINGS_MAX; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < ndets && !seen; j++)
+            seen = strcmp(dets[j], f->items[i].detector) == 0;
+        if (!seen)
+            dets[ndets++] = f->items[i].detector;
+    }
+    rl_policy_input_t in = {
+        .agent_id = req->agent->id,
+        .gate_id = req->gate ? req->gate->id : NULL,
+        .action = (size_t)req->info.action < sizeof actions / sizeof actions[0]
+                      ? actions[req->info.action]
+                      : NULL,
+        .method = req->method,
+        .path = req->path,
+        .model = req->info.model[0] ? req->info.model : NULL,
+        .user = req->user,
+        .tool_names = tools,
+        .ntools = ntools,
+        .dlp_detectors = dets,
+        .ndlp = ndets,
+        .estimated_input_tokens = req->info.estimated_input_tokens,
+        .now_unix = req->t_arrive_wall_us / 1000000,
+        .header = policy_header,
+        .header_ctx = req,
+    };
+    rl_policy_evaluate(set, &in, out);
+    if (out->error)
+        rl_counter_add(req->worker->engine->m.policy_errors, 1);
+}
+
+/* Forwards the body with the redact findings replaced; the protocol step
+ * runs again on it (pin, defaults) so fallbacks use it too. False when the
+ * redacted body cannot be forwarded. */
+static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
+{
+    rl_buf_t red;
+    rl_buf_init(&red, req->body.max + 64 * 1024);
+    if (rl_dlp_redact(req->body.data, req->body.len, 0, f, &red) != RL_OK) {
+        rl_error_clear();
+        rl_buf_free(&red);
+        return false;
+    }
+    rl_buf_t old = req->body;
+    req->body = red;
+    rl_buf_free(&old);
+    rl_buf_reset(&req->rewritten);
+    if (px_protocol_prepare(req->method, req->path, req->body.data, req->body.len, req->gate,
+                            req->gate->kind, &req->info, &req->rewritten) != RL_OK) {
+        rl_error_clear();
+        return false;
+    }
+    req->prepared_for = req->gate;
+    return true;
+}
+
+static void deny(px_request_t *req, const char *status, const char *code, const char *message)
+{
+    req->status = status;
+    set_reason(req, message);
+    count(req, status);
+    px_request_publish_decision(req);
+    px_request_respond_error(req, 403, code, message);
+}
+
+bool px_guard_request(px_request_t *req)
+{
+    const px_tenant_t *tenant = req->agent->tenant;
+    rl_dlp_findings_t f;
+    rl_dlp_findings_init(&f, FINDINGS_MAX);
+    bool scanned = true;
+    if (engine_active(tenant->dlp) && req->body.len > 0) {
+        rl_status_t st = rl_dlp_scan(tenant->dlp, RL_DLP_SCOPE_REQUEST, req->body.data,
+                                     req->body.len, scratch(req->worker), &f);
+        if (st != RL_OK) {
+            /* a custom pattern past its match limit: not scanned; the tenant's
+             * fail-open/closed setting decides below */
+            scanned = false;
+            rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+            rl_error_clear();
+        }
+    }
+    for (size_t i = 0; i < f.len; i++)
+        add_finding(req, &f.items[i], "request");
+    if (f.len > 0 || f.dropped > 0) {
+        req->trace_req_redacted = true;
+        redact_all(req->body.data, req->body.len, &f, &req->trace_req);
+    }
+    rl_dlp_verdict_t verdict = rl_dlp_verdict(&f);
+
+    rl_policy_result_t pr;
+    evaluate_policies(req, &f, &pr);
+    if (pr.matched || pr.error)
+        req->policy_id = pr.policy_id && pr.policy_id[0] ? pr.policy_id : NULL;
+
+    char msg[600];
+    bool ok = true;
+    if (pr.action == RL_POLICY_DENY) {
+        if (pr.error)
+            snprintf(msg, sizeof msg,
+                     "Request denied by RenLayer: policy %s could not be "
+                     "evaluated (%s).",
+                     pr.policy_id[0] ? pr.policy_id : "(unknown)",
+                     pr.reason[0] ? pr.reason : "error");
+        else if (pr.message[0])
+            snprintf(msg, sizeof msg, "%s", pr.message);
+        else
+            snprintf(msg, sizeof msg, "Request denied by RenLayer policy '%s'.",
+                     pr.policy_name[0] ? pr.policy_name : pr.policy_id);
+        deny(req, PX_STATUS_DENIED, "policy_denied", msg);
+        ok = false;
+    } else if (verdict == RL_DLP_BLOCKED || (!scanned && tenant->fail_closed)) {
+        char dets[300];
+        detector_list(&f, true, dets, sizeof dets);
+        if (dets[0])
+            snprintf(msg, sizeof msg,
+                     "Request blocked by RenLayer DLP: sensitive data detected "
+                     "(%s).",
+                     dets);
+        else
+            snprintf(msg, sizeof msg,
+                     "Request blocked by RenLayer DLP: the request could not "
+                     "be scanned.");
+        deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked", msg);
+        ok = false;
+    } else if (any_redact(&f) && !forward_redacted(req, &f)) {
+        deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
+             "Request blocked by RenLayer DLP: sensitive data could not be redacted.");
+        ok = false;
+    } else if (pr.matched && pr.action == RL_POLICY_FLAG) {
+        req->status = PX_STATUS_FLAGGED;
+        snprintf(req->reason, sizeof req->reason, "%s",
+                 pr.message[0] ? pr.message : pr.policy_name);
+    } else if (verdict == RL_DLP_WARNED) {
+        req->status = PX_STATUS_DLP_WARNED;
+        char dets[200];
+        detector_list(&f, false, dets, sizeof dets);
+        snprintf(req->reason, sizeof req->reason, "sensitive data detected (%s)", dets);
+    } else {
+        req->status = PX_STATUS_ALLOWED;
+    }
+    if (ok)
+        count(req, req->status);
+    rl_dlp_findings_free(&f);
+    return ok;
+}
+
+/* ---- responses -------------------------------------------------------------------------- */
+
+/* One event waiting for the scanner: its bytes in held [start, end), its text
+ * at absolute text offsets [tstart, tend). */
+typedef struct {
+    size_t start, end;
+    size_t tstart, tend;
+} mark_t;
+
+struct px_stream_guard {
+    rl_dlp_stream_t *stream;
+    px_sse_t *framer;
+    rl_buf_t incoming; /* events as framed, before they are marked */
+    rl_buf_t held;     /* bytes not released to the client yet */
+    rl_buf_t text;     /* the text of held events, from text_base on */
+    size_t text_base;  /* absolute text offset of text.data[0] */
+    mark_t *marks;
+    size_t nmarks, capmarks;
+    rl_dlp_findings_t found; /* every finding of the stream so far */
+    rl_dlp_findings_t fresh;
+    px_request_t *req;      /* the owner, for the framer's callback */
+    bool blocked_whole;     /* an event scanned on its own blocks */
+    char blocked_dets[200]; /* its blocking detectors */
+    bool failed;            /* out of memory or bounds: cut the stream */
+};
+
+/* The string field holding an event's text: OpenAI chat
+ * choices[0].delta.content (or its first tool call's arguments),
+ * completions choices[0].text, Responses
+ * "*.delta", Anthropic delta.text / delta.partial_json. NULL when none. */
+static json_t *text_holder(json_t *o, const char **key)
+{
+    json_t *choices = json_object_get(o, "choices");
+    if (json_is_array(choices) && json_array_size(choices) > 0) {
+        json_t *c = json_array_get(choices, 0);
+        json_t *d = json_object_get(c, "delta");
+        if (json_is_string(json_object_get(d, "content"))) {
+            *key = "content";
+            return d;
+        }
+        if (json_is_string(json_object_get(c, "text"))) {
+            *key = "text";
+            return c;
+        }
+        json_t *fn =
+            json_object_get(json_array_get(json_object_get(d, "tool_calls"), 0), "function");
+        if (json_is_string(json_object_get(fn, "arguments"))) {
+            *key = "arguments";
+            return fn;
+        }
+        return NULL;
+    }
+    json_t *d = json_object_get(o, "delta");
+    if (json_is_string(d)) {
+        *key = "delta"; /* Responses API: response.output_text.delta and friends */
+        return o;
+    }
+    if (json_is_object(d)) {
+        for (const char *const *k = (const char *const[]){"text", "partial_json", "thinking", NULL};
+             *k; k++) {
+            if (json_is_string(json_object_get(d, *k))) {
+                *key = *k;
+                return d;
+            }
+        }
+    }
+    return NULL;
+}
+
+static bool mark_push(px_stream_guard_t *g, mark_t m)
+{
+    if (g->nmarks == g->capmarks) {
+        size_t cap = g->capmarks ? g->capmarks * 2 : 32;
+        mark_t *n = realloc(g->marks, cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        g->marks = n;
+        g->capmarks = cap;
+    }
+    g->marks[g->nmarks++] = m;
+    return true;
+}
+
+static void guard_feed_text(px_request_t *req, px_stream_guard_t *g, const char *s, size_t n)
+{
+    if (n == 0 || g->failed)
+        return;
+    if (rl_buf_append(&g->text, s, n) != RL_OK) {
+        g->failed = true;
+        return;
+    }
+    rl_dlp_findings_reset(&g->fresh);
+    rl_status_t st = rl_dlp_stream_feed(g->stream, s, n, scratch(req->worker), &g->fresh);
+    if (st == RL_ERR_TIMEOUT) {
+        rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+        if (req->agent->tenant->fail_closed)
+            g->failed = true;
+    } else if (st != RL_OK) {
+        g->failed = true;
+    }
+    rl_error_clear();
+    for (size_t i = 0; i < g->fresh.len; i++) {
+        if (g->found.len < g->found.max) {
+            if (g->found.len == g->found.cap) {
+                size_t cap = g->found.cap ? g->found.cap * 2 : 16;
+                rl_dlp_finding_t *x = realloc(g->found.items, cap * sizeof *x);
+                if (x == NULL) {
+                    g->failed = true;
+                    return;
+                }
+                g->found.items = x;
+                g->found.cap = cap;
+            }
+            g->found.items[g->found.len++] = g->fresh.items[i];
+        } else {
+            g->found.dropped++;
+            rl_dlp_verdict_t v = rl_dlp_finding_verdict(&g->fresh.items[i]);
+            if (v > g->found.dropped_verdict)
+                g->found.dropped_verdict = v;
+        }
+        add_finding(req, &g->fresh.items[i], "response");
+        req->resp_findings = true;
+    }
+    g->found.dropped += g->fresh.dropped;
+    if (g->fresh.dropped_verdict > g->found.dropped_verdict)
+        g->found.dropped_verdict = g->fresh.dropped_verdict;
+}
+
+/* Scans a complete piece of a stream on its own (an event without a text
+ * delta, or bytes passed unparsed). Its findings go to the trace and to the
+ * stream's verdict; when one redacts, *changed is set and red holds the piece
+ * redacted (a piece that cannot be redacted fails the stream: it is cut). */
+static void oneshot(px_stream_guard_t *g, const char *data, size_t len, rl_buf_t *red,
+                    bool *changed)
+{
+    px_request_t *req = g->req;
+    if (g->failed)
+        return;
+    rl_dlp_findings_reset(&g->fresh);
+    rl_status_t st = rl_dlp_scan(req->agent->tenant->dlp, RL_DLP_SCOPE_RESPONSE, data, len,
+                                 scratch(req->worker), &g->fresh);
+    if (st != RL_OK) {
+        rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+        rl_error_clear();
+        if (st != RL_ERR_TIMEOUT || req->agent->tenant->fail_closed)
+            g->failed = true;
+    }
+    for (size_t i = 0; i < g->fresh.len; i++) {
+        add_finding(req, &g->fresh.items[i], "response");
+        req->resp_findings = true;
+    }
+    rl_dlp_verdict_t v = rl_dlp_verdict(&g->fresh);
+    if (v == RL_DLP_BLOCKED) {
+        g->blocked_whole = true;
+        detector_list(&g->fresh, true, g->blocked_dets, sizeof g->blocked_dets);
+    }
+    if (v != RL_DLP_BLOCKED && any_redact(&g->fresh)) {
+        if (rl_dlp_redact(data, len, 0, &g->fresh, red) == RL_OK)
+            *changed = true;
+        else {
+            rl_error_clear();
+            g->failed = true;
+        }
+    }
+}
+
+/* Each event of the stream: its text goes to the scanner, its bytes are held
+ * (returns false: nothing goes to the framer's own output). */
+static bool on_frame(void *ctx, const px_sse_event_t *ev)
+{
+    px_stream_guard_t *g = ctx;
+    size_t tstart = rl_dlp_stream_total(g->stream);
+    bool delta = false;
+    if (ev->data && ev->data_len > 0 && ev->data[0] == '{') {
+        json_t *o = json_loadb(ev->data, ev->data_len, 0, NULL);
+        const char *key = NULL;
+        json_t *h = json_is_object(o) ? text_holder(o, &key) : NULL;
+        if (h) {
+            json_t *v = json_object_get(h, key);
+            guard_feed_text(g->req, g, json_string_value(v), json_string_length(v));
+            delta = true;
+        }
+        json_decref(o);
+    }
+    mark_t m = {.start = g->held.len, .tstart = tstart, .tend = rl_dlp_stream_total(g->stream)};
+    rl_status_t st;
+    if (!delta && ev->data && ev->data_len > 0) {
+        /* a complete event of its own (a role or usage chunk, a Responses
+         * ".done" / "response.completed" copy of the text, an MCP result):
+         * scanned in one piece, rewritten when a finding redacts */
+        rl_buf_t red;
+        rl_buf_init(&red, STREAM_EVENT_MAX + 4096);
+        bool changed = false;
+        oneshot(g, ev->data, ev->data_len, &red, &changed);
+        if (changed) {
+            for (size_t i = 0; i < red.len; i++)
+                if (red.data[i] == '\n' || red.data[i] == '\r')
+                    red.data[i] = ' '; /* joined data lines: one line again (JSON whitespace) */
+            if (ev->event)
+                rl_buf_appendf(&g->held, "event: %.*s\n", (int)ev->event_len, ev->event);
+            rl_buf_append_str(&g->held, "data: ");
+            rl_buf_append(&g->held, red.data, red.len);
+            st = rl_buf_append_str(&g->held, "\n\n");
+        } else {
+            st = rl_buf_append(&g->held, ev->raw, ev->raw_len);
+        }
+        rl_buf_free(&red);
+    } else {
+        st = rl_buf_append(&g->held, ev->raw, ev->raw_len);
+    }
+    m.end = g->held.len;
+    if (st != RL_OK || !mark_push(g, m))
+        g->failed = true;
+    return false;
+}
+
+/* Bytes the framer passed on unparsed (an event past its bound, a stray line
+ * end) are held in order, with no text of their own. */
+static void hold_unparsed(px_stream_guard_t *g)
+{
+    if (g->incoming.len == 0)
+        return;
+    size_t t = rl_dlp_stream_total(g->stream);
+    rl_buf_t red;
+    rl_buf_init(&red, g->incoming.len + 64 * 1024);
+    bool changed = false;
+    oneshot(g, g->incoming.data, g->incoming.len, &red, &changed);
+    const rl_buf_t *src = changed ? &red : &g->incoming;
+    mark_t m = {.start = g->held.len, .end = g->held.len + src->len, .tstart = t, .tend = t};
+    if (rl_buf_append(&g->held, src->data, src->len) != RL_OK || !mark_push(g, m))
+        g->failed = true;
+    rl_buf_free(&red);
+    rl_buf_reset(&g->incoming);
+}
+
+void px_guard_response_start(px_request_t *req)
+{
+    px_guard_free(req);
+    rl_dlp_engine_t *e = req->agent->tenant->dlp;
+    if (!req->up_sse || !engine_active(e))
+        return;
+    px_stream_guard_t *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return;
+    g->req = req;
+    rl_buf_init(&g->incoming, STREAM_HELD_MAX);
+    rl_buf_init(&g->held, STREAM_HELD_MAX);
+    rl_buf_init(&g->text, STREAM_HELD_MAX);
+    rl_dlp_findings_init(&g->found, FINDINGS_MAX);
+    rl_dlp_findings_init(&g->fresh, FINDINGS_MAX);
+    if (rl_dlp_stream_create(e, RL_DLP_SCOPE_RESPONSE, &g->stream) != RL_OK ||
+        px_sse_create(STREAM_EVENT_MAX, on_frame, g, &g->framer) != RL_OK) {
+        rl_error_clear();
+        g->failed = true; /* cuts the stream at its first bytes: never forward unscanned */
+    }
+    req->guard = g;
+}
+
+void px_guard_free(px_request_t *req)
+{
+    px_stream_guard_t *g = req->guard;
+    if (g == NULL)
+        return;
+    rl_dlp_stream_destroy(g->stream);
+    px_sse_destroy(g->framer);
+    rl_buf_free(&g->incoming);
+    rl_buf_free(&g->held);
+    rl_buf_free(&g->text);
+    free(g->marks);
+    rl_dlp_findings_free(&g->found);
+    rl_dlp_findings_free(&g->fresh);
+    free(g);
+    req->guard = NULL;
+}
+
+/* The event in held [m->start, m->end) with its text redacted, appended to out. */
+static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
+{
+    const char *raw = g->held.data + m->start;
+    size_t len = m->end - m->start;
+    rl_buf_t red;
+    rl_buf_init(&red, STREAM_EVENT_MAX);
+    bool done = false;
+    if (m->tend > m->tstart &&
+        rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
+                      &g->found, &red) == RL_OK) {
+        /* rebuild the event from its parsed data with the text replaced */
+        px_sse_event_t ev = {0};
+        const char *ename = NULL;
+        size_t elen = 0;
+        const char *d = memmem(raw, len, "data:", 5);
+        const char *e = memmem(raw, len, "event:", 6);
+        if (e && (e == raw || e[-1] == '\n')) {
+            ename = e + 6;
+            while (*ename == ' ')
+                ename++;
+            elen = strcspn(ename, "\r\n");
+        }
+        if (d && (d == raw || d[-1] == '\n')) {
+            ev.data = d + 5;
+            while (*ev.data == ' ')
+                ev.data++;
+            ev.data_len = strcspn(ev.data, "\r\n");
+        }
+        json_t *o = ev.data ? json_loadb(ev.data, ev.data_len, 0, NULL) : NULL;
+        const char *key = NULL;
+        json_t *h = json_is_object(o) ? text_holder(o, &key) : NULL;
+        if (h &&
+            json_object_set_new(h, key, json_stringn(red.data ? red.data : "", red.len)) == 0) {
+            char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (text) {
+                if (ename)
+                    rl_buf_appendf(out, "event: %.*s\n", (int)elen, ename);
+                rl_buf_appendf(out, "data: %s\n\n", text);
+                free(text);
+                done = true;
+            }
+        }
+        json_decref(o);
+    }
+    rl_error_clear();
+    rl_buf_free(&red);
+    if (!done)
+        rl_buf_append(out, raw, len); /* no text of its own to redact */
+}
+
+static bool overlaps_redact(const px_stream_guard_t *g, const mark_t *m)
+{
+    for (size_t i = 0; i < g->found.len; i++) {
+        const rl_dlp_finding_t *f = &g->found.items[i];
+        if (f->action == RL_DLP_ACTION_REDACT && f->start < m->tend && f->end > m->tstart)
+            return true;
+    }
+    return false;
+}
+
+/* Cuts b to its first n bytes (keeping its NUL terminator). */
+static void truncate_to(rl_buf_t *b, size_t n)
+{
+    if (b->data == NULL || n >= b->len)
+        return;
+    b->len = n;
+    b->data[n] = '\0';
+}
+
+/* Forgets the first n bytes of b (keeping its NUL terminator). */
+static void drop_front(rl_buf_t *b, size_t n)
+{
+    if (b->data == NULL || n == 0)
+        return;
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}
+
+/* Releases every held event whose text is all before the safe point. */
+static void release(px_stream_guard_t *g, size_t safe, rl_buf_t *out)
+{
+    size_t k = 0;
+    while (k < g->nmarks && g->marks[k].tend <= safe) {
+        const mark_t *m = &g->marks[k];
+        if (overlaps_redact(g, m))
+            append_redacted_event(g, m, out);
+        else
+            rl_buf_append(out, g->held.data + m->start, m->end - m->start);
+        k++;
+    }
+    if (k == 0)
+        return;
+    size_t bytes = g->marks[k - 1].end;
+    size_t tcut = g->marks[k - 1].tend - g->text_base;
+    drop_front(&g->held, bytes);
+    drop_front(&g->text, tcut);
+    g->text_base += tcut;
+    memmove(g->marks, g->marks + k, (g->nmarks - k) * sizeof *g->marks);
+    g->nmarks -= k;
+    for (size_t i = 0; i < g->nmarks; i++) {
+        g->marks[i].start -= bytes;
+        g->marks[i].end -= bytes;
+    }
+    rl_dlp_stream_release(g->stream, NULL);
+}
+
+/* Ends the stream with an error event in the protocol's shape. */
+static void cut(px_request_t *req, px_stream_guard_t *g, rl_buf_t *out)
+{
+    char dets[300], msg[400];
+    detector_list(&g->found, true, dets, sizeof dets);
+    if (dets[0] == '\0' && g->blocked_whole)
+        snprintf(dets, sizeof dets, "%s", g->blocked_dets);
+    if (dets[0])
+        snprintf(msg, sizeof msg, "Response blocked by RenLayer DLP: sensitive data detected (%s).",
+                 dets);
+    else
+        snprintf(msg, sizeof msg, "Response blocked by RenLayer DLP: it could not be scanned.");
+    req->status = PX_STATUS_DLP_BLOCKED;
+    req->error = "dlp_blocked";
+    set_reason(req, msg);
+    count(req, req->status);
+    rl_buf_t body;
+    rl_buf_init(&body, 8192);
+    const char *ctype = NULL;
+    px_protocol_error(req->proto, 403, "dlp_blocked", msg, req->status, req->trace_id, NULL, &body,
+                      &ctype);
+    if (req->proto == PX_PROTO_ANTHROPIC)
+        rl_buf_appendf(out, "event: error\ndata: %s\n\n", body.data ? body.data : "{}");
+    else
+        rl_buf_appendf(out, "data: %s\n\n", body.data ? body.data : "{}");
+    rl_buf_free(&body);
+    rl_buf_reset(&g->held);
+    g->nmarks = 0;
+    req->dlp_cut = true;
+}
+
+/* The verdict on the stream so far, and what may go to the client now. */
+static bool settle(px_request_t *req, px_stream_guard_t *g, size_t safe)
+{
+    rl_buf_t *out = &req->out;
+    if (g->failed || g->blocked_whole || rl_dlp_verdict(&g->found) == RL_DLP_BLOCKED) {
+        cut(req, g, out);
+        return false;
+    }
+    release(g, safe, out);
+    return true;
+}
+
+bool px_guard_stream(px_request_t *req, size_t from)
+{
+    px_stream_guard_t *g = req->guard;
+    if (req->dlp_cut) {
+        truncate_to(&req->out, from); /* nothing more after the error event */
+        return false;
+    }
+    if (g == NULL || req->out.len <= from)
+        return true;
+    /* take the new (complete) events out of out: they come back once scanned */
+    size_t n = req->out.len - from;
+    rl_buf_reset(&g->incoming);
+    if (!g->failed && px_sse_feed(g->framer, req->out.data + from, n, &g->incoming) != RL_OK)
+        g->failed = true;
+    truncate_to(&req->out, from);
+    hold_unparsed(g);
+    return settle(req, g, g->stream ? rl_dlp_stream_safe(g->stream) : 0);
+}
+
+/* Scans a whole (not streamed) response in req->out. */
+static void whole_response(px_request_t *req)
+{
+    rl_dlp_engine_t *e = req->agent->tenant->dlp;
+    if (!engine_active(e) || req->out.len == 0)
+        return;
+    rl_dlp_findings_t f;
+    rl_dlp_findings_init(&f, FINDINGS_MAX);
+    rl_status_t st = rl_dlp_scan(e, RL_DLP_SCOPE_RESPONSE, req->out.data, req->out.len,
+                                 scratch(req->worker), &f);
+    bool scanned = st == RL_OK;
+    if (!scanned) {
+        rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+        rl_error_clear();
+    }
+    for (size_t i = 0; i < f.len; i++)
+        add_finding(req, &f.items[i], "response");
+    if (f.len > 0 || f.dropped > 0) {
+        req->resp_findings = true;
+        /* the trace's copy: every finding redacted, first bytes only */
+        rl_buf_t red;
+        rl_buf_init(&red, WHOLE_MAX);
+        rl_buf_reset(&req->resp_copy);
+        if (redact_all(req->out.data, req->out.len, &f, &red))
+            rl_buf_append(&req->resp_copy, red.data,
+                          red.len < req->resp_copy.max ? red.len : req->resp_copy.max);
+        rl_buf_free(&red);
+    }
+    rl_dlp_verdict_t v = rl_dlp_verdict(&f);
+    bool blocked = v == RL_DLP_BLOCKED || (!scanned && req->agent->tenant->fail_closed);
+    if (!blocked && any_redact(&f)) {
+        rl_buf_t red;
+        rl_buf_init(&red, req->out.max);
+        if (rl_dlp_redact(req->out.data, req->out.len, 0, &f, &red) == RL_OK) {
+            rl_buf_t old = req->out;
+            req->out = red;
+            rl_buf_free(&old);
+        } else {
+            rl_error_clear();
+            rl_buf_free(&red);
+            blocked = true; /* never forward half-redacted text */
+        }
+    }
+    if (blocked) {
+        char dets[300], msg[400];
+        detector_list(&f, true, dets, sizeof dets);
+        snprintf(msg, sizeof msg, "Response blocked by RenLayer DLP: %s%s%s",
+                 dets[0] ? "sensitive data detected (" : "it could not be scanned or redacted",
+                 dets, dets[0] ? ")." : ".");
+        req->status = PX_STATUS_DLP_BLOCKED;
+        req->error = "dlp_blocked";
+        set_reason(req, msg);
+        count(req, req->status);
+        rl_buf_reset(&req->out);
+        const char *ctype = "application/json";
+        px_protocol_error(req->proto, 403, "dlp_blocked", msg, req->status, req->trace_id,
+                          req->mcp_id[0] ? req->mcp_id : NULL, &req->out, &ctype);
+        req->up_status = 403;
+        for (size_t i = 0; i < req->nresp_headers; i++) {
+            free(req->resp_headers[i].name);
+            free(req->resp_headers[i].value);
+        }
+        req->nresp_headers = 0;
+        req->resp_headers[req->nresp_headers++] =
+            (px_header_t){strdup("Content-Type"), strdup(ctype)};
+        if (req->resp_headers[0].name == NULL || req->resp_headers[0].value == NULL) {
+            free(req->resp_headers[0].name);
+            free(req->resp_headers[0].value);
+            req->nresp_headers = 0;
+        }
+    } else if (v == RL_DLP_WARNED && strcmp(req->status, PX_STATUS_ALLOWED) == 0) {
+        req->status = PX_STATUS_DLP_WARNED;
+        count(req, req->status);
+    }
+    rl_dlp_findings_free(&f);
+}
+
+void px_guard_response_end(px_request_t *req, size_t from)
+{
+    px_stream_guard_t *g = req->guard;
+    if (!req->up_sse) {
+        whole_response(req);
+        return;
+    }
+    if (g == NULL)
+        return;
+    if (!px_guard_stream(req, from))
+        return;
+    rl_buf_reset(&g->incoming);
+    if (!g->failed && px_sse_finish(g->framer, &g->incoming) != RL_OK)
+        g->failed = true;
+    hold_unparsed(g);
+    if (!g->failed && g->stream) {
+        rl_dlp_findings_reset(&g->fresh);
+        if (rl_dlp_stream_finish(g->stream, scratch(req->worker), &g->fresh) != RL_OK)
+            rl_error_clear();
+        /* the last findings: recorded like the others */
+        size_t total = rl_dlp_stream_total(g->stream);
+        for (size_t i = 0; i < g->fresh.len; i++) {
+            if (g->found.len == g->found.cap) {
+                size_t cap = g->found.cap ? g->found.cap * 2 : 16;
+                rl_dlp_finding_t *x = realloc(g->found.items, cap * sizeof *x);
+                if (x == NULL) {
+                    g->failed = true;
+                    break;
+                }
+                g->found.items = x;
+                g->found.cap = cap;
+            }
+            g->found.items[g->found.len++] = g->fresh.items[i];
+            add_finding(req, &g->fresh.items[i], "response");
+        }
+        if (settle(req, g, total) && g->found.len > 0 &&
+            strcmp(req->status, PX_STATUS_ALLOWED) == 0) {
+            req->status = PX_STATUS_DLP_WARNED;
+            count(req, req->status);
+        }
+    } else {
+        settle(req, g, 0);
+    }
+    if (g->found.len > 0 || g->found.dropped > 0)
+        req->resp_findings = true;
+}
