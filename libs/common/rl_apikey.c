@@ -1,5 +1,6 @@
 #include "rl_apikey.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,7 +30,13 @@ bool rl_apikey_well_formed(rl_apikey_kind_t kind, const char *s)
         return false;
     const char *body = s + plen;
     size_t n = strlen(body);
-    if (n != rl_token_body_len(SECRET_BYTES))
+    static _Atomic size_t body_len; /* computed once: a big-number digit count */
+    size_t want = atomic_load_explicit(&body_len, memory_order_relaxed);
+    if (want == 0) {
+        want = rl_token_body_len(SECRET_BYTES);
+        atomic_store_explicit(&body_len, want, memory_order_relaxed);
+    }
+    if (n != want)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = body[i];
