@@ -328,12 +328,14 @@ describe('errors and limits', () => {
 // Fills a route's path parameters with the ids of a tenant's resources.
 function fill(pathPattern, ids) {
   const idFor = (p) => (p.startsWith('/v1/agents') ? ids.agentId : p.startsWith('/v1/operators') ? ids.operatorId
-    : p.startsWith('/v1/traces') ? ids.traceId : ids.tokenId);
+    : p.startsWith('/v1/traces') ? ids.traceId : p.startsWith('/v1/policy-sets') ? ids.policySetId
+      : p.startsWith('/v1/policies') ? ids.policyId : p.startsWith('/v1/dlp/rules') ? ids.dlpRuleId : ids.tokenId);
   return pathPattern
     .replace('{id}', idFor(pathPattern))
     .replace('{key_id}', ids.keyId)
     .replace('{gate_id}', ids.gateId)
-    .replace('{model}', 'gpt-4o');
+    .replace('{model}', 'gpt-4o')
+    .replace('{detector}', 'email');
 }
 
 const bodies = {
@@ -347,6 +349,13 @@ const bodies = {
   'PATCH /v1/operators/{id}': { name: 'changed' },
   'POST /v1/operator-tokens': { name: 't' },
   'PUT /v1/prices/{model}': { input_per_mtok: 1, output_per_mtok: 2 },
+  'POST /v1/policy-sets': { name: 'rbac-set' },
+  'PATCH /v1/policy-sets/{id}': { description: 'changed' },
+  'POST /v1/policy-sets/{id}/reorder': { policy_ids: [] },
+  'PATCH /v1/policies/{id}': { name: 'changed' },
+  'PATCH /v1/dlp/rules/{id}': { name: 'changed' },
+  'PUT /v1/dlp/builtins/{detector}': { severity: 'low' },
+  'POST /v1/dlp/scan': { text: 'hello' },
 };
 
 // Routes that are not tenant resources: login, signup, the document.
@@ -374,6 +383,17 @@ async function seedTrace(t) {
   return id;
 }
 
+/** A policy set with one policy and a custom DLP rule, through the API. */
+async function seedPolicyAndRule(token) {
+  const set = await s.call('POST', '/v1/policy-sets', { token, body: { name: `set-${Date.now()}-${Math.random()}` } });
+  assert.equal(set.status, 201, JSON.stringify(set.body));
+  const pol = await s.call('POST', '/v1/policies', { token, body: { policy_set_id: set.body.id, name: 'p', action: 'FLAG', conditions: { model: 'gpt-*' } } });
+  assert.equal(pol.status, 201, JSON.stringify(pol.body));
+  const rule = await s.call('POST', '/v1/dlp/rules', { token, body: { name: `r-${Math.random()}`, pattern: 'ticket-[0-9]{6}', severity: 'low', action: 'warn' } });
+  assert.equal(rule.status, 201, JSON.stringify(rule.body));
+  return { policySetId: set.body.id, policyId: pol.body.id, dlpRuleId: rule.body.id };
+}
+
 async function idsOf(t, token) {
   const keys = await s.call('GET', `/v1/agents/${t.agentId}/keys`, { token });
   const me = await s.call('GET', '/v1/me', { token });
@@ -385,6 +405,7 @@ async function idsOf(t, token) {
     operatorId: me.body.operator.id,
     tokenId: tokens.body.data[0].id,
     traceId: await seedTrace(t),
+    ...(await seedPolicyAndRule(token)),
   };
 }
 
@@ -405,7 +426,8 @@ describe('generated over the route table', () => {
 
   test("an operator of tenant A gets 404 for every resource id of tenant B, on reads and writes", async () => {
     const idsB = await idsOf(B, B.ownerToken);
-    const cases = routes.filter((r) => r.path.includes('{') && !r.path.includes('{model}'));
+    // {model} and {detector} name shared things (a model, a built-in detector), not tenant rows
+    const cases = routes.filter((r) => r.path.includes('{') && !r.path.includes('{model}') && !r.path.includes('{detector}'));
     assert.ok(cases.length >= 14, `${cases.length} routes with ids`);
     for (const r of cases) {
       const res = await s.call(r.method, fill(r.path, idsB), { token: A.ownerToken, body: bodies[`${r.method} ${r.path}`] ?? {} });
