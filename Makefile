@@ -41,6 +41,7 @@ stop:
 bench: build
 	@RL_WITH_BENCH=1 scripts/install-deps.sh
 	@tests/bench/run.sh
+	@bash tests/bench/writer.sh
 
 format:
 	@clang-format -i libs/common/*.[ch] services/*/*.[ch] tests/unit/*/*.c
