@@ -1834,6 +1834,7 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
 {
     const rl_dlp_engine_t *e = s->e;
     size_t len = s->total - s->base;
+    const char *buf = s->buf != NULL ? s->buf : ""; /* nothing fed yet */
     rl_status_t result = RL_OK;
     size_t horizon = s->total;
     for (size_t i = 0; i < e->nrules; i++) {
@@ -1843,15 +1844,15 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
         size_t from = s->next[i] - s->base, resume;
         /* a UTF-8 rule must not see half a character at the end: to PCRE2
          * that is invalid UTF-8, not the start of a possible match */
-        size_t rlen = r->utf && !final ? utf8_complete(s->buf, len) : len;
+        size_t rlen = r->utf && !final ? utf8_complete(buf, len) : len;
         if (from > rlen)
             from = rlen;
         rl_status_t st =
-            search(r, (uint32_t)i, s->buf, rlen, from, final, s->base, sc, &s->pending, &resume);
+            search(r, (uint32_t)i, buf, rlen, from, final, s->base, sc, &s->pending, &resume);
         if (st == RL_OK && !final && s->base + resume + RL_DLP_STREAM_HOLD_MAX < s->total) {
             /* held too long: decide the candidate on what has arrived */
             size_t ignored;
-            st = search(r, (uint32_t)i, s->buf, len, resume, true, s->base, sc, &s->pending,
+            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, sc, &s->pending,
                         &ignored);
             resume = len;
         }

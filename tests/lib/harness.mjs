@@ -213,9 +213,13 @@ export async function startService(name, env = {}, { readyTimeout = 20000 } = {}
   let alive = true;
   const killSync = () => child.kill('SIGKILL');
   running.add(killSync);
-  exited.then(() => {
+  let stopping = false;
+  exited.then((code) => {
     alive = false;
     running.delete(killSync);
+    if (!stopping) {
+      process.stderr.write(`\n[harness] ${name} exited unexpectedly (${code}); last log lines:\n${raw.slice(-80).join('\n')}\n`);
+    }
   });
   const svc = {
     name,
@@ -228,6 +232,7 @@ export async function startService(name, env = {}, { readyTimeout = 20000 } = {}
     exited,
     async stop(signal = 'SIGTERM', timeout = 15000) {
       if (!alive) return exited;
+      stopping = true;
       child.kill(signal);
       const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
       const code = await exited;
@@ -235,6 +240,7 @@ export async function startService(name, env = {}, { readyTimeout = 20000 } = {}
       return code;
     },
     kill() {
+      stopping = true;
       if (alive) child.kill('SIGKILL');
       return exited;
     },

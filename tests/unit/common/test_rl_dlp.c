@@ -1039,6 +1039,23 @@ static void stream_hold_is_bounded(void **state)
     rl_dlp_engine_release(e);
 }
 
+/* An empty response body: the stream is finished without a single feed. */
+static void stream_finished_unfed(void **state)
+{
+    (void)state;
+    rl_dlp_engine_t *e = default_engine();
+    rl_dlp_stream_t *s;
+    assert_int_equal(rl_dlp_stream_create(e, RL_DLP_SCOPE_RESPONSE, &s), RL_OK);
+    rl_dlp_findings_t f;
+    rl_dlp_findings_init(&f, 4);
+    assert_int_equal(rl_dlp_stream_finish(s, NULL, &f), RL_OK);
+    assert_int_equal(f.len, 0);
+    assert_int_equal(rl_dlp_stream_total(s), 0);
+    rl_dlp_findings_free(&f);
+    rl_dlp_stream_destroy(s);
+    rl_dlp_engine_release(e);
+}
+
 /* ---- threads ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1135,6 +1152,7 @@ int main(void)
         cmocka_unit_test(long_matches_fit_default_stack),
         cmocka_unit_test(stream_custom_utf8_rule),
         cmocka_unit_test(stream_hold_is_bounded),
+        cmocka_unit_test(stream_finished_unfed),
         cmocka_unit_test(four_threads_one_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
