@@ -527,6 +527,7 @@ struct px_publisher {
     px_spool_t *spool;
     pthread_mutex_t spool_mu; /* guards spool against close while a nack appends */
     size_t body_max, msg_max;
+    rl_buf_t batch; /* the sender thread's: the lines of one bus message */
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -549,6 +550,7 @@ struct px_publisher {
 
     rl_gauge_t *depth;
     rl_counter_t *dropped, *pub_trace, *pub_decision, *spooled, *replayed;
+    rl_histogram_t *lines;
 };
 
 static pthread_key_t tl_key;
@@ -608,20 +610,31 @@ static void wake(px_publisher_t *pub)
     pthread_cond_signal(&pub->cond);
 }
 
-/* Appends to the spool, counting what is spooled or dropped. */
+/* Traces or decisions in a bus message: one per line (docs/bus.md). */
+static uint64_t lines_in(const void *data, size_t len)
+{
+    uint64_t n = 1;
+    for (const char *p = data, *end = p + len; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        n++;
+    return n;
+}
+
+/* Appends a bus message to the spool, counting the traces or decisions it
+ * carries as spooled or dropped. */
 static rl_status_t spool_put(px_publisher_t *pub, const char *subject, const char *msg_id,
                              const void *data, size_t len)
 {
     rl_status_t st = px_spool_append(pub->spool, subject, msg_id, data, len);
+    uint64_t n = lines_in(data, len);
     if (st == RL_OK) {
-        rl_counter_add(pub->spooled, 1);
+        rl_counter_add(pub->spooled, n);
         /* only the first record needs the replay thread at once; it polls
          * every IDLE_WAIT_MS anyway, and a wake per request costs a futex call
          * on the request path while NATS is down */
         if (px_spool_depth(pub->spool) == 1)
             wake(pub);
     } else {
-        rl_counter_add(pub->dropped, 1);
+        rl_counter_add(pub->dropped, n);
     }
     return st;
 }
@@ -676,7 +689,79 @@ static rl_status_t publish(px_publisher_t *pub, const char *subject, const char 
     return spool_put(pub, subject, msg_id, msg->data, msg->len);
 }
 
-/* Publishes one batch of queued messages; what the bus refuses, and
+/* One bus message carries up to this many traces (or decisions) of one
+ * subject, one per line, in at most BATCH_BYTES_MAX bytes (a larger one goes
+ * alone). JetStream's cost is per message (about 30 us of proxy and 25 us of
+ * server CPU, docs/performance.md): under load it is shared by the batch. */
+#define BATCH_MESSAGES_MAX 256
+#define BATCH_BYTES_MAX ((size_t)256 << 10)
+/* Queued messages looked at when gathering one subject's batch. */
+#define BATCH_SCAN_MAX 1024
+
+/* Takes the head of *list and the queued messages after it of the same
+ * subject, in order, within the batch's bounds, out of *list into group. */
+static size_t take_group(struct queued **list, struct queued **group)
+{
+    struct queued *head = *list;
+    size_t n = 0, bytes = 0, scanned = 0;
+    struct queued **pp = list;
+    while (*pp && n < BATCH_MESSAGES_MAX && scanned++ < BATCH_SCAN_MAX) {
+        struct queued *x = *pp;
+        if (strcmp(x->subject, head->subject) != 0) {
+            pp = &x->next;
+            continue;
+        }
+        if (n > 0 && bytes + 1 + x->len > BATCH_BYTES_MAX)
+            break; /* the rest of this subject starts the next batch: order kept */
+        bytes += (n > 0) + x->len;
+        group[n++] = x;
+        *pp = x->next;
+    }
+    return n;
+}
+
+/* Publishes a group as one bus message: its messages one per line, under the
+ * first one's Nats-Msg-Id (the same group replayed from the spool keeps it). */
+static void send_group(px_publisher_t *pub, struct queued **group, size_t n, bool *refused)
+{
+    const char *data = group[0]->data;
+    size_t len = group[0]->len;
+    rl_status_t st = RL_OK;
+    if (n > 1) {
+        rl_buf_reset(&pub->batch);
+        for (size_t i = 0; i < n && st == RL_OK; i++) {
+            if (i > 0)
+                st = rl_buf_append(&pub->batch, "\n", 1);
+            if (st == RL_OK)
+                st = rl_buf_append(&pub->batch, group[i]->data, group[i]->len);
+        }
+        data = pub->batch.data;
+        len = pub->batch.len;
+    }
+    if (st != RL_OK) { /* out of memory: one message each */
+        for (size_t i = 0; i < n; i++)
+            send_group(pub, &group[i], 1, refused);
+        return;
+    }
+    st = RL_ERR_UNAVAILABLE;
+    if (!*refused && px_spool_depth(pub->spool) == 0)
+        st = rl_bus_publish_js(pub->bus, group[0]->subject, group[0]->msg_id, data, len);
+    if (st == RL_OK) {
+        rl_histogram_observe(pub->lines, (double)n);
+        for (size_t i = 0; i < n; i++)
+            rl_counter_add(group[i]->published, 1);
+    } else if (st == RL_ERR_INVALID || st == RL_ERR_TOO_LARGE) {
+        rl_counter_add(pub->dropped, n); /* no retry will help */
+    } else {
+        *refused = true;
+        pthread_mutex_lock(&pub->spool_mu);
+        if (pub->spool)
+            spool_put(pub, group[0]->subject, group[0]->msg_id, data, len);
+        pthread_mutex_unlock(&pub->spool_mu);
+    }
+}
+
+/* Publishes what is queued, a batch per subject; what the bus refuses, and
  * everything after it, goes to the spool (order kept). */
 static void send_batch(px_publisher_t *pub)
 {
@@ -688,24 +773,12 @@ static void send_batch(px_publisher_t *pub)
     pub->q_sending = q != NULL;
     pthread_mutex_unlock(&pub->q_mu);
     bool refused = false;
+    struct queued *group[BATCH_MESSAGES_MAX];
     while (q) {
-        struct queued *next = q->next;
-        rl_status_t st = RL_ERR_UNAVAILABLE;
-        if (!refused && px_spool_depth(pub->spool) == 0)
-            st = rl_bus_publish_js(pub->bus, q->subject, q->msg_id, q->data, q->len);
-        if (st == RL_OK) {
-            rl_counter_add(q->published, 1);
-        } else if (st == RL_ERR_INVALID || st == RL_ERR_TOO_LARGE) {
-            rl_counter_add(pub->dropped, 1); /* no retry will help */
-        } else {
-            refused = true;
-            pthread_mutex_lock(&pub->spool_mu);
-            if (pub->spool)
-                spool_put(pub, q->subject, q->msg_id, q->data, q->len);
-            pthread_mutex_unlock(&pub->spool_mu);
-        }
-        free(q);
-        q = next;
+        size_t n = take_group(&q, group);
+        send_group(pub, group, n, &refused);
+        for (size_t i = 0; i < n; i++)
+            free(group[i]);
     }
     pthread_mutex_lock(&pub->q_mu);
     pub->q_sending = false;
@@ -1018,6 +1091,12 @@ static rl_status_t register_metrics(px_publisher_t *pub, rl_metrics_t *m)
     if (st == RL_OK)
         st = rl_metrics_counter(m, "renlayer_proxy_messages_replayed_total",
                                 "Spooled messages handed to JetStream", NULL, &pub->replayed);
+    static const double lines[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+    if (st == RL_OK)
+        st = rl_metrics_histogram(m, "renlayer_proxy_bus_message_lines",
+                                  "Traces or decisions per bus message the sender thread "
+                                  "published (docs/bus.md)",
+                                  NULL, lines, sizeof lines / sizeof *lines, &pub->lines);
     return st;
 }
 
@@ -1031,6 +1110,7 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
     if (!pub)
         return rl_error(RL_ERR_NOMEM, "px_publisher");
     pub->bus = opts->bus;
+    rl_buf_init(&pub->batch, BATCH_BYTES_MAX);
     atomic_init(&pub->nacks, 0);
     pub->body_max = opts->body_max_bytes ? opts->body_max_bytes : BODY_MAX_DEFAULT;
     /* a body can grow 6x when escaped (control bytes as \u00XX) */
@@ -1045,7 +1125,7 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
     px_spool_options_t so = {
         .dir = opts->spool_dir,
         .max_bytes = opts->spool_max_bytes ? opts->spool_max_bytes : SPOOL_MAX_DEFAULT,
-        .record_max = pub->msg_max,
+        .record_max = pub->msg_max > BATCH_BYTES_MAX ? pub->msg_max : BATCH_BYTES_MAX,
     };
     st = px_spool_open(&so, &pub->spool);
     if (st != RL_OK) {
@@ -1080,6 +1160,7 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
         pthread_cond_destroy(&pub->cond);
         pthread_mutex_destroy(&pub->mu);
         pthread_mutex_destroy(&pub->spool_mu);
+        rl_buf_free(&pub->batch);
         free(pub);
         return rl_error(RL_ERR_INTERNAL, "px_publisher: replay thread: %s", strerror(errno));
     }
@@ -1111,5 +1192,6 @@ void px_publisher_destroy(px_publisher_t *pub)
     pthread_cond_destroy(&pub->cond);
     pthread_mutex_destroy(&pub->mu);
     pthread_mutex_destroy(&pub->spool_mu);
+    rl_buf_free(&pub->batch);
     free(pub);
 }

@@ -778,8 +778,16 @@ static bool encode_decision(enc_t *e, const json_t *m, const tw_limits_t *lim)
 rl_status_t tw_batch_add(tw_batch_t *b, const void *data, size_t len, const tw_limits_t *lim,
                          void *ref, tw_item_t **out)
 {
-    if (b->n >= b->cap)
-        return rl_error(RL_ERR_TOO_LARGE, "batch full (%zu messages)", b->cap);
+    if (b->n == b->cap) { /* a bus message may carry many traces: grow */
+        if (b->cap >= TW_BATCH_ITEMS_MAX)
+            return rl_error(RL_ERR_TOO_LARGE, "batch full (%zu items)", b->cap);
+        size_t cap = b->cap * 2 > TW_BATCH_ITEMS_MAX ? TW_BATCH_ITEMS_MAX : b->cap * 2;
+        tw_item_t *items = realloc(b->items, cap * sizeof *items);
+        if (!items)
+            return rl_error(RL_ERR_NOMEM, "batch of %zu items", cap);
+        b->items = items;
+        b->cap = cap;
+    }
     tw_item_t *it = &b->items[b->n];
     memset(it, 0, sizeof *it);
     it->data = data;
@@ -845,4 +853,34 @@ rl_status_t tw_batch_add(tw_batch_t *b, const void *data, size_t len, const tw_l
     if (out)
         *out = it;
     return RL_OK;
+}
+
+rl_status_t tw_batch_add_message(tw_batch_t *b, const void *data, size_t len,
+                                 const tw_limits_t *lim, void *ref, size_t *added)
+{
+    size_t first = b->n, begin[TW_TABLES];
+    for (int t = 0; t < TW_TABLES; t++)
+        begin[t] = b->rows[t].len;
+    const char *p = data, *end = p + len;
+    rl_status_t st = RL_OK;
+    while (st == RL_OK && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *stop = nl ? nl : end;
+        if (stop > p)
+            st = tw_batch_add(b, p, (size_t)(stop - p), lim, ref, NULL);
+        p = nl ? nl + 1 : end;
+    }
+    if (st == RL_OK && b->n == first) /* nothing but newlines: one dead item */
+        st = tw_batch_add(b, data, len, lim, ref, NULL);
+    if (st != RL_OK) { /* all of the message or none of it */
+        b->n = first;
+        for (int t = 0; t < TW_TABLES; t++) {
+            b->rows[t].len = begin[t];
+            if (b->rows[t].data)
+                b->rows[t].data[begin[t]] = '\0';
+        }
+    }
+    if (added)
+        *added = b->n - first;
+    return st;
 }

@@ -60,10 +60,13 @@ typedef enum {
 #define TW_MAX_FUTURE_US (24LL * 3600 * 1000000)
 /* Most array elements stored per message (the ordinal column is a smallint). */
 #define TW_MAX_CHILDREN 32767
+/* Most items a batch grows to (its rows buffers bound it first, normally). */
+#define TW_BATCH_ITEMS_MAX ((size_t)1 << 20)
 /* Bytes of a dead item's detail, NUL included. */
 #define TW_DETAIL_MAX 200
 
-/* One message of a batch. */
+/* One trace or decision of a batch: a bus message carries one or more, one
+ * per line (docs/bus.md); each is an item of its own. */
 typedef struct {
     tw_item_state_t state;
     tw_reason_t reason;         /* TW_REASON_NONE while state is TW_ITEM_ROWS */
@@ -110,7 +113,8 @@ typedef struct {
     "trace_id, started_at, ordinal, tenant_id, agent_id, session_key, name, call_id, phase, "      \
     "args_sha256"
 
-/* Prepares an empty batch for up to cap (>= 1) messages of kind; each rows
+/* Prepares an empty batch for cap (>= 1) items of kind, growing as needed up
+ * to TW_BATCH_ITEMS_MAX; each rows
  * buffer may grow to rows_max bytes (0: 256 MiB). Allocates the item array.
  * RL_ERR_INVALID for cap 0, RL_ERR_NOMEM (b is then empty: tw_batch_free is a
  * no-op). Free with tw_batch_free. */
@@ -122,15 +126,23 @@ void tw_batch_reset(tw_batch_t *b);
 /* Frees what the batch holds. NULL or an already freed batch does nothing. */
 void tw_batch_free(tw_batch_t *b);
 
-/* Checks one message (len bytes of data, borrowed until the batch is reset:
- * items keep pointing at it) and appends it as an item: TW_ITEM_ROWS with its
+/* Checks one trace or decision (len bytes of JSON, one line of a bus message,
+ * borrowed until the batch is reset: items keep pointing at it) and appends
+ * it as an item: TW_ITEM_ROWS with its
  * rows appended to the buffers, TW_ITEM_DEAD with a reason and detail, or
  * TW_ITEM_DROPPED. *out (optional) points at the new item, valid until the
- * next call on b. RL_ERR_TOO_LARGE when the batch is full or a rows buffer
+ * next call on b. RL_ERR_TOO_LARGE when the batch has TW_BATCH_ITEMS_MAX items or a rows buffer
  * would pass its limit (nothing appended), RL_ERR_NOMEM. A poison message is
  * not an error: it is an item with state TW_ITEM_DEAD. */
 rl_status_t tw_batch_add(tw_batch_t *b, const void *data, size_t len, const tw_limits_t *lim,
                          void *ref, tw_item_t **out);
+
+/* Adds every line of a bus message (len bytes of data: one or more JSON
+ * objects, one per line, docs/bus.md) with tw_batch_add, ref on each; a
+ * message of no line at all is one dead item. *added (optional): the items
+ * added. On an error nothing of the message stays in the batch. */
+rl_status_t tw_batch_add_message(tw_batch_t *b, const void *data, size_t len,
+                                 const tw_limits_t *lim, void *ref, size_t *added);
 
 /* Marks item i dead with reason and a detail (copied, truncated); its rows
  * stay in the buffers until tw_batch_compact(). */

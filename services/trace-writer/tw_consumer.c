@@ -472,8 +472,8 @@ static bool encode(tw_consumer_t *c, slot_t *slot)
     tw_batch_reset(&slot->batch);
     for (int i = 0; i < slot->list.Count; i++) {
         natsMsg *m = slot->list.Msgs[i];
-        rl_status_t st = tw_batch_add(&slot->batch, natsMsg_GetData(m),
-                                      (size_t)natsMsg_GetDataLength(m), &lim, m, NULL);
+        rl_status_t st = tw_batch_add_message(&slot->batch, natsMsg_GetData(m),
+                                              (size_t)natsMsg_GetDataLength(m), &lim, m, NULL);
         if (st != RL_OK) { /* out of memory or past a bound: let another try */
             rl_log(RL_LOG_ERROR, "cannot encode the batch", "{s:s,s:s,s:s}", "stream", c->stream,
                    "status", rl_status_str(st), "detail", rl_error_last());
@@ -632,10 +632,10 @@ static void register_metrics(tw_consumer_t *c, rl_metrics_t *m)
     char labels[64];
     snprintf(labels, sizeof labels, "stream=\"%s\"", c->label);
     rl_metrics_counter(m, "renlayer_trace_writer_messages_written_total",
-                       "Messages whose rows were committed (redeliveries included)", labels,
+                       "Traces or decisions (lines of bus messages) whose rows were committed, redeliveries included", labels,
                        &c->written);
     rl_metrics_counter(m, "renlayer_trace_writer_messages_dropped_total",
-                       "Messages acked unwritten: their day is past retention", labels,
+                       "Traces or decisions acked unwritten: their day is past retention", labels,
                        &c->dropped);
     rl_metrics_counter(m, "renlayer_trace_writer_batches_total", "Batches written and acked",
                        labels, &c->batches);
@@ -646,7 +646,7 @@ static void register_metrics(tw_consumer_t *c, rl_metrics_t *m)
     rl_metrics_histogram(
         m, "renlayer_trace_writer_batch_seconds", "Time to write, dead-letter and ack a batch",
         labels, RL_BUCKETS_LATENCY_SECONDS, RL_BUCKETS_LATENCY_SECONDS_N, &c->batch_seconds);
-    rl_metrics_histogram(m, "renlayer_trace_writer_batch_messages", "Messages per batch", labels,
+    rl_metrics_histogram(m, "renlayer_trace_writer_batch_messages", "Bus messages per batch", labels,
                          BATCH_SIZE_BUCKETS, sizeof BATCH_SIZE_BUCKETS / sizeof *BATCH_SIZE_BUCKETS,
                          &c->batch_messages);
     rl_metrics_gauge(m, "renlayer_trace_writer_consumer_pending",
@@ -661,7 +661,7 @@ static void register_metrics(tw_consumer_t *c, rl_metrics_t *m)
         char rl[64];
         snprintf(rl, sizeof rl, "reason=\"%s\"", tw_reason_name((tw_reason_t)r));
         rl_metrics_counter(m, "renlayer_trace_writer_dead_letters_total",
-                           "Messages written to renlayer.dead_letters, by reason", rl, &c->dead[r]);
+                           "Traces or decisions written to renlayer.dead_letters, by reason", rl, &c->dead[r]);
     }
 }
 

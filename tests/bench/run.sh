@@ -117,7 +117,8 @@ nats_after=$(ticks "$nats_pid")
 traces=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_messages_published_total\{kind="trace"\}/ {print $2}')
 spooled=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_messages_spooled_total/ {print $2}')
 awk -v a="$renlayer_rps" -v b="$nginx_rps" 'BEGIN { printf "\nratio renlayer / nginx proxy: %.2f (target >= 0.40)\n", a / b }'
-echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}); nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / ${traces:-1} )) us per trace"
+lines=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_bus_message_lines_sum/ {s=$2} /^renlayer_proxy_bus_message_lines_count/ {c=$2} END { if (c > 0) printf "%.1f", s / c; else print "-" }')
+echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}), ${lines} per bus message; nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / ${traces:-1} )) us per trace"
 
 # Overhead at a fixed 1,000 requests/s, from the proxy's own histogram.
 hist() { curl -s "http://127.0.0.1:$px_port/metrics" | grep '^renlayer_proxy_overhead_microseconds_bucket'; }

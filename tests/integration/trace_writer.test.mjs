@@ -210,6 +210,37 @@ test('poison messages go to dead_letters with a reason and the stream keeps flow
     { what: 'dead decision' });
 });
 
+test('a bus message of several lines: a row per line, a bad line dead-lettered alone, the message acked', async () => {
+  const w = writers[0];
+  const a = makeTrace({ tenant, agent });
+  const b = makeTrace({ tenant, agent });
+  const v2 = { ...makeTrace({ tenant, agent }), v: 2 };
+  const written = await metric(w, 'renlayer_trace_writer_messages_written_total{stream="traces"}');
+  const data = [a, v2, b].map((t) => JSON.stringify(t)).join('\n') + '\n';
+  await publishAll(js, [{ subject: traceSubject(a), data, msgID: a.trace_id }]);
+  await waitFor(async () => (await count('SELECT count(*) AS n FROM renlayer.traces WHERE trace_id = ANY($1)', [[a.trace_id, b.trace_id]])) === 2,
+    { what: 'both good lines written' });
+  const dl = await waitFor(async () => (await db.query('SELECT * FROM renlayer.dead_letters WHERE payload = $1', [Buffer.from(JSON.stringify(v2))])).rows[0],
+    { what: 'the bad line dead-lettered' });
+  assert.match(dl.reason, /^unsupported_version/);
+  assert.equal(dl.msg_id, a.trace_id, 'the message it came in');
+  assert.equal(await count('SELECT count(*) AS n FROM renlayer.traces WHERE trace_id = $1', [v2.trace_id]), 0);
+  await waitFor(async () => (await metric(w, 'renlayer_trace_writer_messages_written_total{stream="traces"}')) === written + 2,
+    { what: 'two lines counted' });
+  // acked once and for all: nothing pending on the durable consumer
+  const jsm = await nc.jetstreamManager();
+  await waitFor(async () => {
+    const ci = await jsm.consumers.info('RENLAYER_TRACES', 'trace-writer-traces');
+    return ci.num_ack_pending === 0 && ci.num_pending === 0;
+  }, { what: 'the message acked' });
+  // decisions come batched the same way
+  const d1 = makeDecision(a);
+  const d2 = makeDecision(b);
+  await publishAll(js, [{ subject: decisionSubject(a), data: `${JSON.stringify(d1)}\n${JSON.stringify(d2)}`, msgID: `${a.trace_id}:d` }]);
+  await waitFor(async () => (await count('SELECT count(*) AS n FROM renlayer.decisions WHERE trace_id = ANY($1)', [[a.trace_id, b.trace_id]])) === 2,
+    { what: 'both decisions written' });
+});
+
 test('a row the database refuses is isolated from its batch and dead-lettered alone', async () => {
   // a session id too long for the btree index on session_key (SQLSTATE 54000):
   // the writer cannot know in advance, the batch is split until it stands alone

@@ -12,7 +12,12 @@ import { startMock } from '../fixtures/mock-upstream/server.mjs';
 
 export const UPSTREAM_SECRET = 'sk-upstream-secret-0123456789';
 
-/** Watches a JetStream stream from its start and keeps every message, parsed. */
+/**
+ * Watches a JetStream stream from its start and keeps every trace or decision
+ * it carries, parsed: a bus message holds one or more, one per line
+ * (docs/bus.md). Each entry has the message's subject, Nats-Msg-Id and stream
+ * sequence, and the number of lines the message had (`lines`).
+ */
 export async function watchStream(natsUrl, stream, subjects) {
   const nc = await connect({ servers: natsUrl, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const js = nc.jetstream();
@@ -27,6 +32,7 @@ export async function watchStream(natsUrl, stream, subjects) {
   }, { what: `stream ${stream}` });
   const sc = StringCodec();
   const messages = [];
+  let busMessages = 0;
   // an ordered push consumer from the stream's start (nats-server 2.9 has no
   // multi-filter consumers, so one subscription per subject)
   const subs = [];
@@ -40,16 +46,24 @@ export async function watchStream(natsUrl, stream, subjects) {
   for (const sub of subs) {
     (async () => {
       for await (const m of sub) {
-        try {
-          messages.push({ subject: m.subject, msgId: m.headers?.get('Nats-Msg-Id'), data: JSON.parse(sc.decode(m.data)) });
-        } catch {
-          messages.push({ subject: m.subject, raw: sc.decode(m.data) });
+        const text = sc.decode(m.data);
+        const lines = text.split('\n').filter((l) => l !== '');
+        busMessages++;
+        const meta = { subject: m.subject, msgId: m.headers?.get('Nats-Msg-Id'), seq: m.seq, lines: lines.length };
+        for (const line of lines.length ? lines : [text]) {
+          try {
+            messages.push({ ...meta, data: JSON.parse(line) });
+          } catch {
+            messages.push({ ...meta, raw: line });
+          }
         }
       }
     })().catch(() => {});
   }
   return {
     messages,
+    /** Bus messages received (each carries one or more entries of messages). */
+    busMessages: () => busMessages,
     /** Resolves to the first message whose data satisfies pred. */
     find(pred, what = 'message') {
       return waitFor(() => messages.find((m) => m.data && pred(m.data))?.data, { timeout: 20000, what });

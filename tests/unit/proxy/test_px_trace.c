@@ -825,15 +825,53 @@ static bool pred_spool_empty(void *arg)
     return px_publisher_spool_depth(atomic_load(&f->pub)) == 0;
 }
 
-/* Messages in a stream, or -1 while JetStream does not answer. */
-static int64_t stream_msgs(fixture_t *f, const char *stream)
+/* A stream's messages, first to last sequence, each passed to fn; false
+ * while JetStream does not answer. */
+static bool each_stream_msg(fixture_t *f, const char *stream, void (*fn)(natsMsg *, void *),
+                            void *arg)
 {
     jsStreamInfo *si = NULL;
     if (js_GetStreamInfo(&si, rl_bus_js(f->bus), stream, NULL, NULL) != NATS_OK)
-        return -1;
-    int64_t n = (int64_t)si->State.Msgs;
+        return false;
+    uint64_t first = si->State.FirstSeq, last = si->State.LastSeq, msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
+    for (uint64_t seq = first; msgs > 0 && seq <= last; seq++) {
+        natsMsg *m = NULL;
+        if (js_GetMsg(&m, rl_bus_js(f->bus), stream, seq, NULL, NULL) != NATS_OK)
+            return false;
+        fn(m, arg);
+        natsMsg_Destroy(m);
+    }
+    return true;
+}
+
+/* Lines of a bus message: each a trace or decision (docs/bus.md). */
+static int64_t msg_lines(natsMsg *m)
+{
+    const char *d = natsMsg_GetData(m);
+    int len = natsMsg_GetDataLength(m);
+    int64_t n = len > 0;
+    for (int i = 0; i < len; i++)
+        n += d[i] == '\n';
     return n;
+}
+
+typedef struct {
+    int64_t lines, messages;
+} count_t;
+
+static void count_msg(natsMsg *m, void *arg)
+{
+    count_t *c = arg;
+    c->lines += msg_lines(m);
+    c->messages++;
+}
+
+/* Traces (or decisions) in a stream, or -1 while JetStream does not answer. */
+static int64_t stream_msgs(fixture_t *f, const char *stream)
+{
+    count_t c = {0, 0};
+    return each_stream_msg(f, stream, count_msg, &c) ? c.lines : -1;
 }
 
 static void wait_stream(fixture_t *f, const char *stream, int64_t want)
@@ -841,37 +879,72 @@ static void wait_stream(fixture_t *f, const char *stream, int64_t want)
     int64_t end = rl_test_now_ms() + WAIT_MS, n = -1;
     while ((n = stream_msgs(f, stream)) != want) {
         if (rl_test_now_ms() >= end)
-            fail_msg("%s holds %lld messages, want %lld", stream, (long long)n, (long long)want);
+            fail_msg("%s holds %lld traces, want %lld", stream, (long long)n, (long long)want);
         rl_test_sleep_ms(20);
     }
 }
 
-/* The trace ids in stream order, seqs 1..n (owned array of owned strings). */
-static char **stream_ids(fixture_t *f, const char *stream, int n, char ***msg_ids)
+typedef struct {
+    bool decisions;
+    char **ids, **subjects;
+    int n, cap;
+} collect_t;
+
+/* Checks one message (every line valid against its schema, its Nats-Msg-Id
+ * the first line's trace id, ":d" for decisions) and collects its lines. */
+static void collect_msg(natsMsg *m, void *arg)
 {
-    char **ids = calloc((size_t)n, sizeof *ids);
-    char **mids = calloc((size_t)n, sizeof *mids);
-    assert_non_null(ids);
-    assert_non_null(mids);
-    for (int i = 0; i < n; i++) {
-        natsMsg *m = NULL;
-        natsStatus s = js_GetMsg(&m, rl_bus_js(f->bus), stream, (uint64_t)i + 1, NULL, NULL);
-        if (s != NATS_OK)
-            fail_msg("js_GetMsg %d: %s", i + 1, natsStatus_GetText(s));
+    collect_t *c = arg;
+    const char *d = natsMsg_GetData(m);
+    size_t len = (size_t)natsMsg_GetDataLength(m);
+    const char *mid = NULL;
+    assert_int_equal(natsMsgHeader_Get(m, "Nats-Msg-Id", &mid), NATS_OK);
+    bool first = true;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(d + at, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - (d + at)) : len - at;
         json_error_t err;
-        json_t *j = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &err);
-        assert_non_null(j);
-        assert_valid(
-            strcmp(stream, RL_BUS_STREAM_TRACES) == 0 ? "trace.v1.json" : "decision.v1.json", j);
-        ids[i] = strdup(json_string_value(json_object_get(j, "trace_id")));
-        const char *mid = NULL;
-        assert_int_equal(natsMsgHeader_Get(m, "Nats-Msg-Id", &mid), NATS_OK);
-        mids[i] = strdup(mid);
+        json_t *j = json_loadb(d + at, n, 0, &err);
+        if (!j)
+            fail_msg("line of a bus message is no JSON: %s", err.text);
+        assert_valid(c->decisions ? "decision.v1.json" : "trace.v1.json", j);
+        const char *id = json_string_value(json_object_get(j, "trace_id"));
+        const char *agent = json_string_value(json_object_get(j, "agent_id"));
+        assert_non_null(id);
+        assert_non_null(agent);
+        /* a message holds one subject's lines: renlayer.<kind>.<tenant>.<agent> */
+        const char *subject = natsMsg_GetSubject(m);
+        size_t sl = strlen(subject), al = strlen(agent);
+        assert_true(sl > al && subject[sl - al - 1] == '.' && strcmp(subject + sl - al, agent) == 0);
+        if (first) {
+            char want[64];
+            snprintf(want, sizeof want, "%s%s", id, c->decisions ? ":d" : "");
+            assert_string_equal(mid, want);
+            first = false;
+        }
+        assert_true(c->n < c->cap);
+        c->ids[c->n] = strdup(id);
+        c->subjects[c->n] = strdup(natsMsg_GetSubject(m));
+        c->n++;
         json_decref(j);
-        natsMsg_Destroy(m);
+        at += n + 1;
     }
-    *msg_ids = mids;
-    return ids;
+}
+
+/* The trace ids in stream order, n of them (owned array of owned strings);
+ * *subjects: each one's subject. Every message is checked by collect_msg. */
+static char **stream_ids(fixture_t *f, const char *stream, int n, char ***subjects)
+{
+    collect_t c = {.decisions = strcmp(stream, RL_BUS_STREAM_DECISIONS) == 0,
+                   .ids = calloc((size_t)n, sizeof(char *)),
+                   .subjects = calloc((size_t)n, sizeof(char *)),
+                   .cap = n};
+    assert_non_null(c.ids);
+    assert_non_null(c.subjects);
+    assert_true(each_stream_msg(f, stream, collect_msg, &c));
+    assert_int_equal(c.n, n);
+    *subjects = c.subjects;
+    return c.ids;
 }
 
 static void free_ids(char **ids, int n)
@@ -907,6 +980,13 @@ static void publish_traces(fixture_t *f, char (*ids)[RL_UUID_STR_LEN + 1], int f
     }
     /* the sender thread hands them to the bus (or the spool) in batches */
     assert_int_equal(px_publisher_flush(atomic_load(&f->pub), 10000), RL_OK);
+}
+
+/* One bus message per trace: each handed to the bus before the next. */
+static void publish_each(fixture_t *f, char (*ids)[RL_UUID_STR_LEN + 1], int from, int to)
+{
+    for (int i = from; i < to; i++)
+        publish_traces(f, ids, i, i + 1);
 }
 
 static void assert_metric(fixture_t *f, const char *line)
@@ -952,24 +1032,19 @@ static void test_publish_spools_while_down_and_replays_in_order(void **state)
     assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(atomic_load(&f->nacks), 0);
 
-    /* every trace once, in the order published */
-    char **mids = NULL;
-    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, N + M, &mids);
-    for (int i = 0; i < N + M; i++) {
+    /* every trace once, in the order published (Nats-Msg-Id: checked by
+     * stream_ids) */
+    char **subjects = NULL;
+    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, N + M, &subjects);
+    for (int i = 0; i < N + M; i++)
         assert_string_equal(got[i], ids[i]);
-        assert_string_equal(mids[i], ids[i]); /* Nats-Msg-Id = trace id */
-    }
     free_ids(got, N + M);
-    free_ids(mids, N + M);
-    got = stream_ids(f, RL_BUS_STREAM_DECISIONS, D, &mids);
-    for (int i = 0; i < D; i++) {
+    free_ids(subjects, N + M);
+    got = stream_ids(f, RL_BUS_STREAM_DECISIONS, D, &subjects);
+    for (int i = 0; i < D; i++)
         assert_string_equal(got[i], decision_ids[i]);
-        char want[256];
-        snprintf(want, sizeof want, "%s:d", decision_ids[i]);
-        assert_string_equal(mids[i], want);
-    }
     free_ids(got, D);
-    free_ids(mids, D);
+    free_ids(subjects, D);
 
     assert_metric(f, "renlayer_proxy_messages_published_total{kind=\"trace\"} 50\n");
     assert_metric(f, "renlayer_proxy_messages_published_total{kind=\"decision\"} 0\n");
@@ -1017,12 +1092,12 @@ static void test_restart_replays_what_was_left(void **state)
     wait_stream(f, RL_BUS_STREAM_TRACES, K);
     assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
     assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
-    char **mids = NULL;
-    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, K, &mids);
+    char **subjects = NULL;
+    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, K, &subjects);
     for (int i = 0; i < K; i++)
         assert_string_equal(got[i], ids[i]);
     free_ids(got, K);
-    free_ids(mids, K);
+    free_ids(subjects, K);
 
     /* all committed: a third run finds nothing to replay */
     pub_close(f);
@@ -1044,7 +1119,7 @@ static void test_nacks_are_spooled_and_deduplicated(void **state)
     wait_stream(f, RL_BUS_STREAM_TRACES, 0);
 
     assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
-    publish_traces(f, ids, 0, P);
+    publish_each(f, ids, 0, P);
     assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), P - 4);
     int64_t end = rl_test_now_ms() + WAIT_MS;
     while (atomic_load(&f->nacks) < 4) {
@@ -1057,8 +1132,8 @@ static void test_nacks_are_spooled_and_deduplicated(void **state)
     assert_true(rl_test_wait_until(pred_spool_empty, f, WAIT_MS));
     assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
     assert_int_equal(stream_msgs(f, RL_BUS_STREAM_TRACES), P); /* duplicates were dropped */
-    char **mids = NULL;
-    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, P, &mids);
+    char **subjects = NULL;
+    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, P, &subjects);
     for (int i = 0; i < P; i++) {
         bool found = false;
         for (int k = 0; k < P && !found; k++)
@@ -1067,10 +1142,56 @@ static void test_nacks_are_spooled_and_deduplicated(void **state)
             fail_msg("trace %s missing", ids[i]);
     }
     free_ids(got, P);
-    free_ids(mids, P);
+    free_ids(subjects, P);
     rl_bus_stats_t st;
     rl_bus_stats(f->bus, &st);
     assert_true(st.js_ack_failures >= 4);
+}
+
+/* A burst becomes few bus messages, each of one subject's traces in order. */
+static void test_burst_is_batched_per_subject(void **state)
+{
+    fixture_t *f = *state;
+    enum { B = 1000 };
+    static const char *const agents[2] = {AGENT, "01930000-0000-7000-8000-0000000000a2"};
+    static char ids[B][RL_UUID_STR_LEN + 1];
+    bus_open(f, 0, 1000);
+    pub_open(f);
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
+    for (int i = 0; i < B; i++) {
+        px_trace_t t;
+        make_trace(&t, ids[i]);
+        snprintf(t.agent_id, sizeof t.agent_id, "%s", agents[i % 2]);
+        assert_int_equal(px_publisher_trace(atomic_load(&f->pub), &t), RL_OK);
+    }
+    assert_int_equal(px_publisher_flush(atomic_load(&f->pub), 10000), RL_OK);
+    wait_stream(f, RL_BUS_STREAM_TRACES, B);
+    assert_true(rl_test_wait_until(pred_no_pending, f, WAIT_MS));
+
+    count_t c = {0, 0};
+    assert_true(each_stream_msg(f, RL_BUS_STREAM_TRACES, count_msg, &c));
+    print_message("%d traces in %lld bus messages\n", B, (long long)c.messages);
+    assert_int_equal(c.lines, B);
+    assert_true(c.messages < B / 2);
+
+    /* each agent's traces in the order published */
+    char **subjects = NULL;
+    char **got = stream_ids(f, RL_BUS_STREAM_TRACES, B, &subjects);
+    for (int a = 0; a < 2; a++) {
+        int want = a;
+        for (int i = 0; i < B; i++) {
+            size_t sl = strlen(subjects[i]), al = strlen(agents[a]);
+            if (strcmp(subjects[i] + sl - al, agents[a]) != 0)
+                continue;
+            assert_string_equal(got[i], ids[want]);
+            want += 2;
+        }
+        assert_int_equal(want, B + a);
+    }
+    free_ids(got, B);
+    free_ids(subjects, B);
+    assert_metric(f, "renlayer_proxy_messages_published_total{kind=\"trace\"} 1000\n");
+    assert_int_equal(px_publisher_spool_depth(atomic_load(&f->pub)), 0);
 }
 
 static uint64_t metric_value(fixture_t *f, const char *name)
@@ -1101,7 +1222,7 @@ static void test_refusing_server_is_not_hammered(void **state)
     wait_stream(f, RL_BUS_STREAM_TRACES, 0);
     assert_int_equal(js_DeleteStream(rl_bus_js(f->bus), RL_BUS_STREAM_TRACES, NULL, NULL), NATS_OK);
 
-    publish_traces(f, ids, 0, R);
+    publish_each(f, ids, 0, R);
     int64_t end = rl_test_now_ms() + WAIT_MS;
     while (atomic_load(&f->nacks) < R) {
         assert_true(rl_test_now_ms() < end);
@@ -1150,6 +1271,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_restart_replays_what_was_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nacks_are_spooled_and_deduplicated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_burst_is_batched_per_subject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusing_server_is_not_hammered, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, group_teardown);

@@ -444,9 +444,8 @@ static void test_ranges_kill_and_compact(void **state)
     add_one(&b, example_trace, &it);
     add_one(&b, poison, &it);
     add_one(&b, example_trace, &it);
-    assert_int_equal(tw_batch_add(&b, example_trace, strlen(example_trace), &LIM, NULL, &it),
-                     RL_ERR_TOO_LARGE); /* full */
     assert_int_equal(b.n, 3);
+    assert_int_equal(b.cap, 3);
     /* contiguous, in order; the poison item has an empty range */
     for (int t = 0; t < TW_TABLES; t++) {
         assert_int_equal(b.items[0].begin[t], 0);
@@ -469,6 +468,14 @@ static void test_ranges_kill_and_compact(void **state)
     char *third = rows_of(&b, 2, TW_TABLE_MAIN);
     assert_string_equal(third, first); /* the same message, moved to the front */
     assert_int_equal(b.items[0].begin[TW_TABLE_MAIN], b.items[0].end[TW_TABLE_MAIN]);
+
+    /* past its first capacity the batch grows, ranges intact */
+    size_t before = b.rows[TW_TABLE_MAIN].len;
+    add_one(&b, example_trace, &it);
+    assert_int_equal(b.n, 4);
+    assert_true(b.cap >= 4);
+    assert_int_equal(b.items[3].begin[TW_TABLE_MAIN], before);
+    assert_int_equal(b.items[3].end[TW_TABLE_MAIN], b.rows[TW_TABLE_MAIN].len);
 
     tw_batch_reset(&b);
     assert_int_equal(b.n, 0);
@@ -500,6 +507,76 @@ static void test_rows_limit_is_all_or_nothing(void **state)
     assert_int_equal(b.rows[TW_TABLE_MAIN].len, len);
     tw_batch_free(&b);
     assert_int_equal(tw_batch_init(&b, TW_KIND_TRACE, 0, 0), RL_ERR_INVALID);
+}
+
+/* A bus message carries one or more traces, one per line. */
+static char *one_line(const char *doc_json)
+{
+    json_t *v = json_loads(doc_json, 0, NULL);
+    assert_non_null(v);
+    char *s = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    assert_non_null(s);
+    assert_null(strchr(s, '\n'));
+    return s;
+}
+
+static void test_message_of_many_lines(void **state)
+{
+    (void)state;
+    tw_batch_t b;
+    assert_int_equal(tw_batch_init(&b, TW_KIND_TRACE, 1, 0), RL_OK);
+    char *line = one_line(example_trace);
+    char *poison = patched(example_trace, "{\"v\":3}");
+    char *bad = one_line(poison);
+    size_t n = strlen(line), m = strlen(bad);
+    /* good, bad, good, with a trailing newline */
+    size_t len = 2 * (n + 1) + m + 1;
+    char *msg = malloc(len + 1);
+    assert_non_null(msg);
+    snprintf(msg, len + 1, "%s\n%s\n%s\n", line, bad, line);
+    int ref = 7;
+    size_t added = 0;
+    assert_int_equal(tw_batch_add_message(&b, msg, len, &LIM, &ref, &added), RL_OK);
+    assert_int_equal(added, 3);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.items[0].state, TW_ITEM_ROWS);
+    assert_int_equal(b.items[1].state, TW_ITEM_DEAD);
+    assert_int_equal(b.items[1].reason, TW_REASON_UNSUPPORTED_VERSION);
+    assert_int_equal(b.items[2].state, TW_ITEM_ROWS);
+    for (size_t i = 0; i < 3; i++)
+        assert_ptr_equal(b.items[i].ref, &ref);
+    assert_int_equal(b.items[1].len, m); /* the dead item is its line alone */
+    assert_memory_equal(b.items[1].data, bad, m);
+
+    /* a single trace without a newline is one item, as before */
+    assert_int_equal(tw_batch_add_message(&b, line, n, &LIM, NULL, &added), RL_OK);
+    assert_int_equal(added, 1);
+    /* nothing but newlines: one dead item, invalid JSON */
+    assert_int_equal(tw_batch_add_message(&b, "\n\n", 2, &LIM, NULL, &added), RL_OK);
+    assert_int_equal(added, 1);
+    assert_int_equal(b.items[b.n - 1].reason, TW_REASON_INVALID_JSON);
+    tw_batch_free(&b);
+
+    /* all or nothing: a rows limit passed by the second line leaves no line */
+    assert_int_equal(tw_batch_init(&b, TW_KIND_TRACE, 4, 0), RL_OK);
+    tw_item_t *it;
+    add_one(&b, example_trace, &it);
+    size_t one = b.rows[TW_TABLE_MAIN].len;
+    tw_batch_free(&b);
+    assert_int_equal(tw_batch_init(&b, TW_KIND_TRACE, 4, 2 * one + one / 2), RL_OK);
+    add_one(&b, example_trace, &it);
+    snprintf(msg, len + 1, "%s\n%s\n", line, line);
+    assert_int_equal(tw_batch_add_message(&b, msg, 2 * (n + 1), &LIM, NULL, &added),
+                     RL_ERR_TOO_LARGE);
+    assert_int_equal(added, 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.rows[TW_TABLE_MAIN].len, one);
+    tw_batch_free(&b);
+    free(msg);
+    free(bad);
+    free(poison);
+    free(line);
 }
 
 /* ---- time ----------------------------------------------------------------------------------- */
@@ -561,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_time_far_ahead_and_past_retention),
         cmocka_unit_test(test_ranges_kill_and_compact),
         cmocka_unit_test(test_rows_limit_is_all_or_nothing),
+        cmocka_unit_test(test_message_of_many_lines),
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_days),
     };
