@@ -7,6 +7,8 @@
 # each server (from /proc), the proxy's own p99 overhead at a fixed 1,000
 # requests/s, and its RSS with 1,000 open client connections.
 # Bounded: every load runs for BENCH_SECONDS (default 10) and stops by itself.
+# BENCH_HOLD=<file>: set up, write the ports and key to <file>, wait
+# BENCH_HOLD_SECONDS (600) for profiling by hand, stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -75,6 +77,13 @@ for _ in $(seq 1 200); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$px_port/readyz")" = 200 ] && break
   sleep 0.05
 done
+
+if [ -n "${BENCH_HOLD:-}" ]; then # leave the stack up for profiling; Ctrl-C ends it
+  printf 'proxy=http://127.0.0.1:%s nginx=http://127.0.0.1:%s key=%s proxy_pid=%s nats_pid=%s\n' \
+    "$px_port" "$ngx_port" "$key" "$px_pid" "$(cat "$work/nats/nats.pid")" | tee "${BENCH_HOLD}"
+  sleep "${BENCH_HOLD_SECONDS:-600}"
+  exit 0
+fi
 
 # CPU ticks (user + system) of a process and its children threads.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

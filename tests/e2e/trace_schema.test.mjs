@@ -40,7 +40,7 @@ const calls = {
     ],
   }],
   'anthropic message': ['/v1/messages', { model: 'claude-sonnet-4-5', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] }],
-  'chat with personal data': ['/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Mail jane.doe@example.com, card 4111 1111 1111 1111' }] }],
+  'chat with personal data': ['/v1/chat/completions', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'Mail jane.doe@acme-widgets.com, card 4739 2081 3899 4461' }] }],
 };
 const traceIds = {}; // name -> trace id from X-RenLayer-Trace-Id
 
@@ -106,9 +106,14 @@ describe('trace v1', () => {
     assert.ok(all.some((t) => t.attempts.length > 0), 'attempts');
   });
 
-  test('the call with personal data has DLP findings', { todo: 'the proxy has no DLP stage yet' }, async () => {
+  test('the call with personal data has DLP findings, and its bodies hold no detected value', async () => {
     const t = await traces.find((m) => m.trace_id === traceIds['chat with personal data'], 'trace');
-    assert.ok(t.dlp_findings.length > 0);
+    const detectors = t.dlp_findings.map((f) => f.detector).sort();
+    assert.deepEqual(detectors, ['CREDIT_CARD', 'EMAIL']);
+    for (const f of t.dlp_findings) assert.equal(f.where, 'request');
+    assert.ok(!t.request_body.includes('jane.doe@acme-widgets.com'), 'e-mail redacted in the trace');
+    assert.ok(!t.request_body.includes('4739 2081 3899 4461'), 'card number redacted in the trace');
+    assert.match(t.request_body, /\[REDACTED:EMAIL\]/);
   });
 
   test('the schema is closed: a field the producer does not document fails validation', () => {

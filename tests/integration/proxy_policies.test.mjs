@@ -135,6 +135,48 @@ describe('policies', () => {
     assert.deepEqual(t.policy_ids, [id], 'an ALLOW match is recorded');
   });
 
+  test('hot reload under load: no request ever sees a half-built set', async () => {
+    // Two policies, flipped together in one transaction between two states:
+    //   X: p1 DENY model "hr-a" "X",  p2 DENY model "hr-b" "X"
+    //   Y: p1 DENY model "hr-b" "Y",  p2 DENY model "hr-a" "Y"
+    // Either state denies both models; a set mixing p1 of one with p2 of the
+    // other leaves a model unmatched, and its request would pass (200).
+    const p1 = await addPolicy('hr-1', 'DENY', { model: 'hr-a' }, 'X', 1);
+    const p2 = await addPolicy('hr-2', 'DENY', { model: 'hr-b' }, 'X', 2);
+    await waitFor(async () => (await statusOf(chat({ model: 'hr-b' }))) === 403, { what: 'both policies loaded' });
+    const seen = { X: 0, Y: 0 };
+    const wrong = [];
+    let stop = false;
+    const lane = async (i) => {
+      for (let n = 0; !stop; n++) {
+        const model = (i + n) % 2 ? 'hr-a' : 'hr-b';
+        const r = await chat({ model });
+        const body = await r.json().catch(() => ({}));
+        if (r.status !== 403) wrong.push(`${model}: ${r.status}`);
+        else if (/\bX\b/.test(body.error?.message)) seen.X++;
+        else if (/\bY\b/.test(body.error?.message)) seen.Y++;
+        else wrong.push(`${model}: ${body.error?.message}`);
+      }
+    };
+    const lanes = Array.from({ length: 8 }, (_, i) => lane(i));
+    const flips = 40;
+    for (let k = 0; k < flips; k++) {
+      const [m1, m2, msg] = k % 2 ? ['hr-a', 'hr-b', 'X'] : ['hr-b', 'hr-a', 'Y'];
+      await s.db.query('BEGIN'); // the test's only user of s.db meanwhile
+      await s.db.query('UPDATE renlayer.policies SET conditions = $2, message = $3 WHERE id = $1', [p1, JSON.stringify({ model: m1 }), msg]);
+      await s.db.query('UPDATE renlayer.policies SET conditions = $2, message = $3 WHERE id = $1', [p2, JSON.stringify({ model: m2 }), msg]);
+      await s.db.query('COMMIT');
+      const before = seen[msg];
+      await waitFor(() => seen[msg] > before, { what: `state ${msg} served` });
+    }
+    stop = true;
+    await Promise.all(lanes);
+    assert.deepEqual(wrong, [], 'requests that saw a half-built set');
+    assert.ok(seen.X > flips / 2 && seen.Y > flips / 2, JSON.stringify(seen));
+    await s.db.query('DELETE FROM renlayer.policies WHERE id = ANY($1)', [[p1, p2]]);
+    await waitFor(async () => (await statusOf(chat({ model: 'hr-a' }))) === 200, { what: 'policies removed' });
+  });
+
   test('a broken policy row makes its whole set deny (fail closed)', async () => {
     const id = await addPolicy('bad zone', 'DENY', { time: { start: '00:00', end: '24:00', tz: 'Mars/Olympus' } });
     await waitFor(async () => (await statusOf(chat())) === 403, { what: 'broken set loaded' });
