@@ -2,7 +2,8 @@
 # `make bench`: renlayer-proxy against a plain nginx reverse proxy, in the same
 # run, on this machine. nginx serves a fixed OpenAI chat response as the
 # upstream; wrk loads (a) the upstream directly, (b) an nginx reverse proxy
-# with keep-alive, (c) renlayer-proxy with trace publishing to JetStream on.
+# with keep-alive, (c) renlayer-proxy with trace publishing to JetStream and
+# DLP (every built-in detector) on, (d) the same with 20 policies.
 # Prints requests/s, p50/p99 latency, the ratio (c)/(b), CPU per request of
 # each server (from /proc), the proxy's own p99 overhead at a fixed 1,000
 # requests/s, and its RSS with 1,000 open client connections.
@@ -65,9 +66,10 @@ export RENLAYER_NATS_URL="nats://127.0.0.1:$nats_port"
 export RENLAYER_SECRET_KEY=$(openssl rand -hex 32)
 export RENLAYER_MIGRATIONS_DIR="$root/migrations"
 "$build/services/api/renlayer-api" migrate 2>/dev/null
-key=$("$build/services/api/renlayer-api" seed-demo --email bench@renlayer.test \
-        --upstream "http://127.0.0.1:$up_port" --header "Authorization=Bearer sk-bench" 2>/dev/null |
-      sed -n 's/^RENLAYER_DEMO_AGENT_KEY=//p')
+seed=$("$build/services/api/renlayer-api" seed-demo --email bench@renlayer.test \
+        --upstream "http://127.0.0.1:$up_port" --header "Authorization=Bearer sk-bench" 2>/dev/null)
+key=$(echo "$seed" | sed -n 's/^RENLAYER_DEMO_AGENT_KEY=//p')
+tenant=$(echo "$seed" | sed -n 's/^RENLAYER_DEMO_TENANT_ID=//p')
 
 RENLAYER_LISTEN_ADDR="127.0.0.1:$px_port" RENLAYER_LOG_LEVEL=warn RENLAYER_SPOOL_DIR="$work/spool" \
   RENLAYER_PROXY_WORKERS=${BENCH_WORKERS:-2} "$build/services/proxy/renlayer-proxy" 2>"$work/proxy.log" &
@@ -128,6 +130,17 @@ spooled=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_me
 awk -v a="$renlayer_rps" -v b="$nginx_rps" 'BEGIN { printf "\nratio renlayer / nginx proxy: %.2f (target >= 0.40)\n", a / b }'
 lines=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_bus_message_lines_sum/ {s=$2} /^renlayer_proxy_bus_message_lines_count/ {c=$2} END { if (c > 0) printf "%.1f", s / c; else print "-" }')
 echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}), ${lines} per bus message; nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / ${traces:-1} )) us per trace"
+
+# (d) the same with 20 policies in the tenant's default set (DLP, all
+# built-ins, is on in both): every policy is evaluated on every request.
+psql -q -v ON_ERROR_STOP=1 -v tenant="$tenant" "$RENLAYER_DATABASE_URL" -f tests/bench/policies.sql
+for _ in $(seq 1 200); do # loaded once policy 19 denies a DELETE
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer $key" \
+        "http://127.0.0.1:$px_port/v1/chat/completions")" = 403 ] && break
+  sleep 0.05
+done
+run_wrk "renlayer_full with 20 policies" "http://127.0.0.1:$px_port/v1/chat/completions" ticks "$px_pid" "$key"
+awk -v a="$renlayer_full_rps" -v b="$nginx_rps" 'BEGIN { printf "ratio renlayer with 20 policies and DLP / nginx proxy: %.2f (target >= 0.50)\n", a / b }'
 
 # Overhead at a fixed 1,000 requests/s, from the proxy's own histogram.
 hist() { curl -s "http://127.0.0.1:$px_port/metrics" | grep '^renlayer_proxy_overhead_microseconds_bucket'; }
