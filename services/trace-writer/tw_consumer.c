@@ -15,6 +15,7 @@
 #include "tw_store.h"
 
 #define FETCH_MAX_BYTES ((int64_t)32 << 20) /* bytes of messages per batch */
+#define FETCH_BYTES_PER_ITEM ((int64_t)4 << 10) /* x batch size: the usual bytes per batch */
 #define FETCH_TIMEOUT_MS 5000               /* a no_wait fetch normally ends at once */
 #define ROWS_MAX ((size_t)160 << 20)        /* bytes of COPY text per table and batch */
 #define BACKOFF_MIN_MS 100
@@ -578,7 +579,11 @@ static void *fetcher_main(void *arg)
         req.Batch = c->batch_size;
         req.NoWait = true; /* what is there now, up to a batch; waiting is ours */
         req.Expires = (int64_t)FETCH_TIMEOUT_MS * 1000000;
-        req.MaxBytes = FETCH_MAX_BYTES;
+        /* bounded in bytes too: a message may carry many traces (docs/bus.md),
+         * and a batch of ~batch_size traces is what the writer is tuned for */
+        req.MaxBytes = (int64_t)c->batch_size * FETCH_BYTES_PER_ITEM < FETCH_MAX_BYTES
+                           ? (int64_t)c->batch_size * FETCH_BYTES_PER_ITEM
+                           : FETCH_MAX_BYTES;
         memset(&slot->list, 0, sizeof slot->list);
         natsStatus s = natsSubscription_FetchRequest(&slot->list, c->sub, &req);
         if (s == NATS_ERR && slot->list.Count == 0 && strstr(nats_GetLastError(NULL), "MaxBytes")) {

@@ -14,7 +14,8 @@
 # Bounded: the writer gets BENCH_TIMEOUT_S (default 300) to drain.
 # BENCH_WRITER_ENV adds environment to the writer (experiments);
 # KEEP_WORK=1 keeps the work folder (logs) and BENCH_CORE=unlimited lets the
-# writer dump core there.
+# writer dump core there. BENCH_LINES (default 16) traces per bus message, as
+# the proxy frames them under load (docs/bus.md); 1 is the worst case.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -22,6 +23,7 @@ build="${BUILD_DIR:-build}"
 N="${BENCH_TRACES:-200000}"
 BODY="${BENCH_BODY_BYTES:-1024}"
 TIMEOUT_S="${BENCH_TIMEOUT_S:-300}"
+LINES="${BENCH_LINES:-16}" # traces per bus message: the proxy sends 13-17 under load, 1 when quiet
 work=$(mktemp -d /tmp/renlayer-bench-writer-XXXXXX)
 H=tests/harness
 writer_pid=
@@ -47,7 +49,7 @@ psql_q() { psql "$RENLAYER_DATABASE_URL" -v ON_ERROR_STOP=1 -Atqc "$1"; }
 tenant=$(psql_q "INSERT INTO renlayer.tenants (id, name) VALUES (gen_random_uuid(), 'bench') RETURNING id")
 
 echo "publishing $N traces (bodies of $BODY bytes) into JetStream ..."
-pub=$(cd tests && node bench/writer_publish.mjs "$RENLAYER_NATS_URL" "$tenant" "$N" "$BODY" 10)
+pub=$(cd tests && node bench/writer_publish.mjs "$RENLAYER_NATS_URL" "$tenant" "$N" "$BODY" 10 "$LINES")
 decisions=$(echo "$pub" | sed -n 's/.*"decisions":\([0-9]*\).*/\1/p')
 mb=$(echo "$pub" | awk -F'"bytes":' '{ split($2, a, "}"); printf "%.0f", a[1] / 1048576 }')
 echo "published: $pub (${mb} MB of traces)"

@@ -3,11 +3,15 @@
 // streams as rl_bus would (file storage, 10 min dedupe window, 7 days), then
 // publishes with Nats-Msg-Id = the trace id. Prints one JSON line:
 // {"traces":N,"decisions":D,"seconds":S,"bytes":B}.
-//   node writer_publish.mjs NATS_URL TENANT N [BODY_BYTES] [DECISION_EVERY]
+// LINES > 1 frames them as the proxy does under load (docs/bus.md): up to
+// LINES traces of one subject per message, one per line, under the first
+// one's id.
+//   node writer_publish.mjs NATS_URL TENANT N [BODY_BYTES] [DECISION_EVERY] [LINES]
 import { connect } from 'nats';
 import { makeTrace, makeDecision, traceSubject, decisionSubject, publishAll } from './writer_messages.mjs';
 
-const [url, tenant, nArg, bodyArg, everyArg] = process.argv.slice(2);
+const [url, tenant, nArg, bodyArg, everyArg, linesArg] = process.argv.slice(2);
+const LINES = Math.max(1, Number(linesArg || 1));
 const N = Number(nArg || 200000);
 const BODY = Number(bodyArg || 2048);
 const DECISION_EVERY = Number(everyArg || 10); // one decision per DECISION_EVERY traces
@@ -30,6 +34,23 @@ function prose(n, seed) {
 
 const agents = Array.from({ length: 8 }, (_, i) => `0191c9a4-7b1e-7c3a-9f1e-2b6c8d4e5f${(70 + i).toString(16).padStart(2, '0')}`);
 const bodies = Array.from({ length: 256 }, (_, i) => prose(BODY, i + 1));
+
+/** Up to LINES items of one subject per message, in order, one per line. */
+function frame(items) {
+  const open = new Map(); // subject -> item being filled
+  const out = [];
+  for (const it of items) {
+    let m = open.get(it.subject);
+    if (!m) {
+      m = { subject: it.subject, msgID: it.msgID, lines: [] };
+      open.set(it.subject, m);
+      out.push(m);
+    }
+    m.lines.push(it.data);
+    if (m.lines.length === LINES) open.delete(it.subject);
+  }
+  return out.map((m) => ({ subject: m.subject, msgID: m.msgID, data: m.lines.join('\n') }));
+}
 
 const nc = await connect({ servers: url });
 const jsm = await nc.jetstreamManager();
@@ -69,7 +90,7 @@ for (let off = 0; off < N; off += CHUNK) {
       decisions++;
     }
   }
-  await publishAll(js, items, { window: 2048 });
+  await publishAll(js, LINES > 1 ? frame(items) : items, { window: 2048 });
 }
 const seconds = (Date.now() - t0) / 1000;
 await nc.close();
