@@ -98,6 +98,8 @@ struct rl_bus {
     bool reported_connected;
     uint64_t epoch;     /* bumped by every connect and disconnect */
     bool ready;         /* topology ensured within the current epoch */
+    atomic_bool ready_seen; /* ready && connected, as of the latest event: read
+                             * without a lock on every publish (see rl_bus_is_ready) */
     bool ensure_wanted; /* worker: run ensure at ensure_due_ms */
     int64_t ensure_due_ms;
     bool stopping;
@@ -223,6 +225,7 @@ static void note_connected(rl_bus_t *bus)
     bus->state_events++;
     bus->epoch++;
     bus->ready = false;
+    atomic_store(&bus->ready_seen, false);
     if (bus->auto_topology) {
         bus->ensure_wanted = true;
         bus->ensure_due_ms = now_ms();
@@ -247,6 +250,7 @@ static void on_nats_disconnected(natsConnection *nc, void *closure)
     bus->state_events++;
     bus->epoch++;
     bus->ready = false;
+    atomic_store(&bus->ready_seen, false);
     bus->ensure_wanted = false;
     pthread_cond_broadcast(&bus->cond);
     pthread_mutex_unlock(&bus->mu);
@@ -258,6 +262,7 @@ static void on_nats_closed(natsConnection *nc, void *closure)
     (void)nc;
     pthread_mutex_lock(&bus->mu);
     bus->closed_seen = true;
+    atomic_store(&bus->ready_seen, false);
     pthread_cond_broadcast(&bus->cond);
     pthread_mutex_unlock(&bus->mu);
 }
@@ -489,8 +494,10 @@ rl_status_t rl_bus_ensure_topology(rl_bus_t *bus)
     count(&bus->st.topology_runs_ok);
     pthread_mutex_lock(&bus->mu);
     /* A disconnect during the run moved the epoch: the next connect re-runs it. */
-    if (bus->epoch == epoch)
+    if (bus->epoch == epoch) {
         bus->ready = true;
+        atomic_store(&bus->ready_seen, true);
+    }
     pthread_mutex_unlock(&bus->mu);
     return RL_OK;
 }
@@ -660,6 +667,7 @@ rl_status_t rl_bus_create(const rl_bus_options_t *o, rl_bus_t **out)
     bus->ctx = o->ctx;
     bus->jitter = ((uint64_t)now_ms() << 20) ^ (uint64_t)(uintptr_t)bus ^ 0x9e3779b97f4a7c15ULL;
     atomic_init(&bus->closing, false);
+    atomic_init(&bus->ready_seen, false);
     atomic_init(&bus->pending, 0);
 
     pthread_condattr_t ca;
@@ -790,12 +798,13 @@ bool rl_bus_is_connected(rl_bus_t *bus)
 
 bool rl_bus_is_ready(rl_bus_t *bus)
 {
-    if (!rl_bus_is_connected(bus))
-        return false;
-    pthread_mutex_lock(&bus->mu);
-    bool ready = bus->ready;
-    pthread_mutex_unlock(&bus->mu);
-    return ready;
+    /* No lock and no call into libnats: this runs on every request, and
+     * natsConnection_Status() takes the connection's lock, which libnats'
+     * own threads hold often (measured: futex calls on the request path).
+     * The flag follows the connection events, so it may say ready for the
+     * moment between a disconnect and its callback; a publish then fails
+     * and its caller keeps the message, as for any refused publish. */
+    return bus && atomic_load_explicit(&bus->ready_seen, memory_order_acquire);
 }
 
 rl_status_t rl_bus_publish_js(rl_bus_t *bus, const char *subject, const char *msg_id,

@@ -134,7 +134,10 @@ void rl_bus_destroy(rl_bus_t *bus);
 bool rl_bus_is_connected(rl_bus_t *bus);
 
 /* True while connected and rl_bus_ensure_topology() has succeeded since the
- * latest (re)connect: what a service's /readyz reports. */
+ * latest (re)connect: what a service's /readyz reports. Lock-free (one atomic
+ * load, cheap enough for every request); it follows libnats' connection
+ * events, so it turns false when the disconnect callback runs, a moment
+ * after the socket broke. */
 bool rl_bus_is_ready(rl_bus_t *bus);
 
 /* Creates what is missing of the streams and bucket in docs/bus.md and updates
