@@ -798,12 +798,11 @@ bool rl_bus_is_connected(rl_bus_t *bus)
 
 bool rl_bus_is_ready(rl_bus_t *bus)
 {
-    /* No lock and no call into libnats: this runs on every request, and
-     * natsConnection_Status() takes the connection's lock, which libnats'
-     * own threads hold often (measured: futex calls on the request path).
-     * The flag follows the connection events, so it may say ready for the
-     * moment between a disconnect and its callback; a publish then fails
-     * and its caller keeps the message, as for any refused publish. */
+    return rl_bus_is_connected(bus) && rl_bus_ready_hint(bus);
+}
+
+bool rl_bus_ready_hint(rl_bus_t *bus)
+{
     return bus && atomic_load_explicit(&bus->ready_seen, memory_order_acquire);
 }
 

@@ -134,11 +134,16 @@ void rl_bus_destroy(rl_bus_t *bus);
 bool rl_bus_is_connected(rl_bus_t *bus);
 
 /* True while connected and rl_bus_ensure_topology() has succeeded since the
- * latest (re)connect: what a service's /readyz reports. Lock-free (one atomic
- * load, cheap enough for every request); it follows libnats' connection
- * events, so it turns false when the disconnect callback runs, a moment
- * after the socket broke. */
+ * latest (re)connect: what a service's /readyz reports. */
 bool rl_bus_is_ready(rl_bus_t *bus);
+
+/* rl_bus_is_ready() as of the latest connection event, without a lock: one
+ * atomic load, for the request path (rl_bus_is_connected() takes the
+ * connection's lock, which libnats' own threads hold often: futex calls per
+ * request, measured). It turns false when the disconnect callback runs, a
+ * moment after the socket broke; a publish in that moment is refused and its
+ * caller keeps the message, as for any refused publish. */
+bool rl_bus_ready_hint(rl_bus_t *bus);
 
 /* Creates what is missing of the streams and bucket in docs/bus.md and updates
  * those whose managed settings (subjects, limits, storage, replicas, dedupe

@@ -660,7 +660,7 @@ struct queued {
 static rl_status_t publish(px_publisher_t *pub, const char *subject, const char *msg_id,
                            const rl_buf_t *msg, rl_counter_t *published)
 {
-    if (px_spool_depth(pub->spool) == 0 && rl_bus_is_ready(pub->bus)) {
+    if (px_spool_depth(pub->spool) == 0 && rl_bus_ready_hint(pub->bus)) {
         struct queued *q = malloc(sizeof *q + msg->len);
         if (q) {
             q->next = NULL;

@@ -477,6 +477,11 @@ static void test_same_msg_id_is_stored_once(void **state)
     assert_int_equal(rl_bus_publish(bus, "renlayer.usage.t", "x", 1), RL_OK);
 }
 
+static bool pred_hint_down(void *arg)
+{
+    return !rl_bus_ready_hint(arg);
+}
+
 static void test_publish_while_down_is_refused(void **state)
 {
     fixture_t *f = *state;
@@ -484,10 +489,13 @@ static void test_publish_while_down_is_refused(void **state)
     o.ensure_topology = true;
     rl_bus_t *bus = bus_open(f, &o);
     assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
+    assert_true(rl_bus_ready_hint(bus));
 
     rl_test_nats_stop(f->nats);
     assert_true(rl_test_wait_until(pred_disconnected, bus, WAIT_MS));
     assert_false(rl_bus_is_ready(bus));
+    /* the lock-free hint follows once the disconnect callback has run */
+    assert_true(rl_test_wait_until(pred_hint_down, bus, WAIT_MS));
     assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "id-1", "x", 1),
                      RL_ERR_UNAVAILABLE);
     assert_int_equal(rl_bus_publish(bus, "renlayer.usage.t", "x", 1), RL_ERR_UNAVAILABLE);
