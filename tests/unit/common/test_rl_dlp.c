@@ -1056,6 +1056,44 @@ static void stream_finished_unfed(void **state)
     rl_dlp_engine_release(e);
 }
 
+/* Every SOURCE_CODE form on its own, so that each pattern's literal
+ * prefilter (rl_dlp.c: stems and lead) is proven: at the very start of the
+ * text, after prose, and with the indentation or type before its literal. */
+static void source_code_each_form(void **state)
+{
+    (void)state;
+    rl_dlp_engine_t *e = default_engine();
+    static const char *const forms[] = {
+        "#include <stdio.h>",
+        "def load(path):",
+        "class Loader:\n",
+        "public static int count(String s) {",
+        "function parse(text) {",
+        "const parse = (text) =>",
+        "func (s *Server) Handle(w http.ResponseWriter) {",
+        "fn checksum(data: &[u8]) -> u32 {",
+        "interface Shape extends Base {",
+        "import numpy as np",
+        "            from collections import defaultdict",
+        "int\t\t\tmain(void) {",
+        "#!/usr/bin/env python3",
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        char text[256];
+        size_t a = 0, b = 0;
+        if (count(e, forms[i], "SOURCE_CODE", &a, &b) != 1)
+            fail_msg("SOURCE_CODE not found alone in \"%s\"", forms[i]);
+        snprintf(text, sizeof text, "Here is what I wrote yesterday:\n%s", forms[i]);
+        if (count(e, text, "SOURCE_CODE", &a, &b) != 1)
+            fail_msg("SOURCE_CODE not found after prose in \"%s\"", text);
+        assert_true(a >= strlen("Here is what I wrote yesterday:\n"));
+    }
+    /* the literals alone in prose are not code */
+    expect_none(e, "Let me define the class of functions we import from the main package.",
+                "SOURCE_CODE");
+    rl_dlp_engine_release(e);
+}
+
 /* ---- threads ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -1153,6 +1191,7 @@ int main(void)
         cmocka_unit_test(stream_custom_utf8_rule),
         cmocka_unit_test(stream_hold_is_bounded),
         cmocka_unit_test(stream_finished_unfed),
+        cmocka_unit_test(source_code_each_form),
         cmocka_unit_test(four_threads_one_engine),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
