@@ -35,6 +35,8 @@ typedef struct {
     const char *stems; /* one-shot prefilter: '|'-separated literals, one of which
                         * every match contains; NULL: none */
     unsigned lead;     /* most bytes a match may start before that literal */
+    bool short_only;   /* the stems are words of prose too: a prefilter only on texts
+                        * under STEM_PROSE_MAX bytes (longer ones contain them anyway) */
 } pattern_t;
 
 /* Left edge: not preceded by the given characters, or preceded by a JSON
@@ -610,55 +612,55 @@ static const pattern_t patterns[] = {
      LB(ALNUM "._%+\\-") "(?!git@)[A-Za-z0-9](?:[A-Za-z0-9._%+\\-]{0,62}[A-Za-z0-9_%+\\-])?@"
                          "(?:[A-Za-z0-9](?:[A-Za-z0-9\\-]{0,61}[A-Za-z0-9])?\\.){1,8}"
                          "[A-Za-z]{2,24}(?![A-Za-z0-9\\-_]|\\.[A-Za-z0-9])",
-     0, check_email, "@", 64},
+     0, check_email, "@", 64, false},
 
     /* PHONE: +CC international, NANP with separators, bare NANP after a phone word */
     {RL_DLP_PHONE,
      LB(ALNUM "+_") "\\+[1-9][0-9]{0,3}+(?:[ .\\-]?+(?:\\([0-9]{1,4}+\\)|[0-9]{1,6}+)){1,6}+"
                     "(?![0-9A-Za-z_]|[.\\-][0-9])",
-     0, check_phone_intl, NULL, 0},
+     0, check_phone_intl, NULL, 0, false},
     {RL_DLP_PHONE,
      LB(ALNUM "+\\-._") "(?:1[ .\\-])?(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .\\-])"
                         "[2-9][0-9]{2}[ .\\-][0-9]{4}(?![0-9A-Za-z_]|[.\\-][0-9])",
-     0, check_phone_nanp, NULL, 0},
+     0, check_phone_nanp, NULL, 0, false},
     {RL_DLP_PHONE, LB(ALNUM "+\\-._") "1?[2-9][0-9]{2}[2-9][0-9]{6}(?![0-9A-Za-z_]|[.\\-][0-9])", 0,
-     check_phone_bare, NULL, 0},
+     check_phone_bare, NULL, 0, false},
 
     /* US_SSN: AAA-GG-SSSS; spaced or bare only after an SSN word */
     {RL_DLP_US_SSN, LB(ALNUM "\\-_.") "[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9A-Za-z_]|-[0-9])", 0,
-     check_ssn, NULL, 0},
+     check_ssn, NULL, 0, false},
     {RL_DLP_US_SSN,
      LB(ALNUM "\\-_.") "[0-9]{3}(?: [0-9]{2} |[0-9]{2})[0-9]{4}(?![0-9A-Za-z_]|[ \\-][0-9])", 0,
-     check_ssn_context, NULL, 0},
+     check_ssn_context, NULL, 0, false},
 
     /* CREDIT_CARD: 4-4-4-4(-3), 4-6-5 / 4-6-4, or 12..19 bare digits */
     {RL_DLP_CREDIT_CARD,
      LB(ALNUM "\\-_.") "(?:[0-9]{4}([ \\-]?)[0-9]{4}\\1[0-9]{4}\\1[0-9]{4}(?:\\1[0-9]{3})?"
                        "|[0-9]{4}([ \\-])[0-9]{6}\\2[0-9]{4,5}|[0-9]{12,19})"
                        "(?![0-9A-Za-z_]|[ \\-.][0-9])",
-     0, check_card, NULL, 0},
+     0, check_card, NULL, 0, false},
 
     /* IBAN: compact or in groups of four */
     {RL_DLP_IBAN,
      LB(ALNUM "_") "[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"
                    "(?![A-Za-z0-9_])",
-     0, check_iban, NULL, 0},
+     0, check_iban, NULL, 0, false},
 
     /* IP_ADDRESS: IPv4 dotted quad, IPv6 */
     {RL_DLP_IP_ADDRESS,
      LB(ALNUM "._\\-") "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"
                        "(?![0-9A-Za-z_\\-]|\\.[0-9])",
-     0, check_ipv4, ".", 3},
+     0, check_ipv4, ".", 3, false},
     {RL_DLP_IP_ADDRESS,
      LB(ALNUM ":._") "(?:[0-9A-Fa-f]{1,4}|:)(?::[0-9A-Fa-f]{0,4}){2,7}(?:\\.[0-9]{1,3}){0,3}"
                      "(?![0-9A-Za-z_:])",
-     0, check_ipv6, ":", 5},
+     0, check_ipv6, ":", 5, false},
 
     /* AWS_ACCESS_KEY: access key ids by prefix */
     {RL_DLP_AWS_ACCESS_KEY,
      LB(ALNUM "_") "(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|APKA)[A-Z0-9]{16}"
                    "(?![A-Za-z0-9_])",
-     0, check_aws_id, NULL, 0},
+     0, check_aws_id, NULL, 0, false},
 
     /* AWS_SECRET_KEY: 40 base64 characters after an AWS secret key name, or
      * after an access key id (credentials.csv, "id / secret" pairs) */
@@ -666,64 +668,64 @@ static const pattern_t patterns[] = {
      "(?i:(?:aws|amazon)[a-z0-9_.\\- ]{0,24}?(?:secret|private)[a-z0-9_.\\- ]{0,16}?"
      "|secret_?access_?key|secretaccesskey)" SEP_VALUE
      "(?-i:([A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])",
-     1, check_aws_secret, NULL, 0},
+     1, check_aws_secret, NULL, 0, false},
     {RL_DLP_AWS_SECRET_KEY,
      "(?:AKIA|ASIA)[A-Z0-9]{16}(?:[\\s,;:|\"'=]|\\\\[nrt\"]){1,12}"
      "(?:[A-Za-z_ ]{1,40}(?:[\\s,;:|\"'=]|\\\\[nrt\"]){1,6})?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
-     1, check_aws_secret, NULL, 0},
+     1, check_aws_secret, NULL, 0, false},
 
     /* GITHUB_TOKEN: classic (ghp_ gho_ ghu_ ghs_ ghr_) and fine-grained */
     {RL_DLP_GITHUB_TOKEN,
      LB(ALNUM "_") "(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})"
                    "(?![A-Za-z0-9_])",
-     0, check_github, NULL, 0},
+     0, check_github, NULL, 0, false},
 
     /* SLACK_TOKEN: xoxb/xoxp/xoxa/xoxo/xoxs/xoxr, xoxe refresh, xapp, webhooks */
     {RL_DLP_SLACK_TOKEN,
      LB(ALNUM "_\\-") "(?:xox[abposr]-[0-9]{6,15}-[0-9A-Za-z\\-]{8,200}"
                       "|xoxe(?:\\.xox[bp])?-[0-9]-[A-Za-z0-9\\-]{40,250}"
                       "|xapp-[0-9]-[A-Z0-9]{8,14}-[0-9]{8,15}-[a-f0-9]{32,80})(?![A-Za-z0-9_\\-])",
-     0, check_slack, NULL, 0},
+     0, check_slack, NULL, 0, false},
     {RL_DLP_SLACK_TOKEN,
      "https://hooks\\.slack\\.com/(?:services|workflows|triggers)/T[A-Z0-9]{6,12}/[A-Z0-9]{6,14}/"
      "[A-Za-z0-9]{20,40}(?![A-Za-z0-9])",
-     0, check_slack, NULL, 0},
+     0, check_slack, NULL, 0, false},
 
     /* STRIPE_KEY: secret and restricted keys (live and test), webhook secrets */
     {RL_DLP_STRIPE_KEY,
      LB(ALNUM "_") "(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{24,247}|whsec_[A-Za-z0-9+/=]{32,100})"
                    "(?![A-Za-z0-9_])",
-     0, check_stripe, NULL, 0},
+     0, check_stripe, NULL, 0, false},
 
     /* OPENAI_KEY: project, service-account, admin and legacy keys */
     {RL_DLP_OPENAI_KEY,
      LB(ALNUM "_\\-") "sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\\-]{40,250}"
                       "|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{48})"
                       "(?![A-Za-z0-9_\\-])",
-     0, check_openai, NULL, 0},
+     0, check_openai, NULL, 0, false},
 
     /* ANTHROPIC_KEY */
     {RL_DLP_ANTHROPIC_KEY,
      LB(ALNUM "_\\-") "sk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_\\-]{32,250}"
                       "(?![A-Za-z0-9_\\-])",
-     0, check_anthropic, NULL, 0},
+     0, check_anthropic, NULL, 0, false},
 
     /* GOOGLE_API_KEY */
     {RL_DLP_GOOGLE_API_KEY, LB(ALNUM "_\\-") "AIza[0-9A-Za-z_\\-]{35}(?![A-Za-z0-9_\\-])", 0,
-     check_google, NULL, 0},
+     check_google, NULL, 0, false},
 
     /* PRIVATE_KEY: PEM/OpenSSH/PGP header, through the matching footer when it
      * follows within 8 KiB */
     {RL_DLP_PRIVATE_KEY,
      "-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY((?: BLOCK)?)-----"
      "(?:[\\s\\S]{0,8192}?-----END \\1PRIVATE KEY\\2-----)?",
-     0, check_private_key, NULL, 0},
+     0, check_private_key, NULL, 0, false},
 
     /* JWT: header.payload.signature, header "eyJ" (base64url of '{"') */
     {RL_DLP_JWT,
      LB(ALNUM "_\\-") "eyJ[A-Za-z0-9_\\-]{5,2000}\\.[A-Za-z0-9_\\-]{2,4000}\\."
                       "[A-Za-z0-9_\\-]{16,1000}(?![A-Za-z0-9_\\-]|\\.[A-Za-z0-9_\\-])",
-     0, check_jwt, NULL, 0},
+     0, check_jwt, NULL, 0, false},
 
     /* GENERIC_SECRET: a secret-named key with a random-looking value; a
      * bearer token; the password of a URL */
@@ -733,54 +735,55 @@ static const pattern_t patterns[] = {
      "|auth[_\\-]?key|private[_\\-]?key|client[_\\-]?secret|credentials?)"
      "(?:[_.\\-](?:key|value|base|secret|token|str|b64|hex))?(?![A-Za-z0-9])" SEP_VALUE
      "([" VALUE_CHARS "]{8,256}+)(?![(\\[{<:" VALUE_CHARS "])",
-     1, secret_value, NULL, 0},
+     1, secret_value, NULL, 0, false},
     {RL_DLP_GENERIC_SECRET,
      "(?i)(?<![A-Za-z0-9])bearer\\s+([A-Za-z0-9_\\-+/=.~]{20,512}+)(?![A-Za-z0-9_\\-+/=.~])", 1,
-     check_bearer, NULL, 0},
+     check_bearer, NULL, 0, false},
     {RL_DLP_GENERIC_SECRET,
      "(?i)(?<![A-Za-z0-9+.\\-])[a-z][a-z0-9+.\\-]{1,15}://[^\\s:/@\"'\\\\]{1,64}:"
      "([^\\s:/@\"'\\\\]{6,128})@",
-     1, check_url_password, "://", 16},
+     1, check_url_password, "://", 16, false},
 
     /* SOURCE_CODE: lines only code has */
-    {RL_DLP_SOURCE_CODE, "#include\\s*[<\"][A-Za-z0-9_./\\-]{1,100}[>\"]", 0, NULL, "#include", 0},
+    {RL_DLP_SOURCE_CODE, "#include\\s*[<\"][A-Za-z0-9_./\\-]{1,100}[>\"]", 0, NULL, "#include", 0,
+     false},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "def [A-Za-z_][A-Za-z0-9_]{0,60}\\([^()]{0,200}\\)"
                       "(?:\\s*->\\s*[A-Za-z0-9_\\[\\], .|]{1,60})?:",
-     0, NULL, "def ", 0},
+     0, NULL, "def ", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "class [A-Z][A-Za-z0-9_]{0,60}(?:\\([A-Za-z0-9_., "
                       "]{0,100}\\))?:(?=\\s|\\\\n)",
-     0, NULL, "class ", 0},
+     0, NULL, "class ", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:public|private|protected|internal)"
                       "(?:\\s+(?:static|final|abstract|async|override|virtual|synchronized))*"
                       "\\s+[A-Za-z_][A-Za-z0-9_<>\\[\\],.? "
                       "]{0,60}?\\s+[A-Za-z_][A-Za-z0-9_]{0,60}\\s*"
                       "\\([^()]{0,200}\\)\\s*(?:throws\\s+[A-Za-z0-9_., ]{1,80})?\\{",
-     0, NULL, "public|private|protected|internal", 0},
+     0, NULL, "public|private|protected|internal", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_$") "function\\s*\\*?\\s*[A-Za-z_$][A-Za-z0-9_$]{0,60}\\s*\\([^()]{0,200}\\)"
                        "\\s*\\{",
-     0, NULL, "function", 0},
+     0, NULL, "function", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_$") "(?:const|let|var)\\s+[A-Za-z_$][A-Za-z0-9_$]{0,60}\\s*=\\s*"
                        "(?:async\\s+)?(?:\\([^()]{0,200}\\)|[A-Za-z_$][A-Za-z0-9_$]{0,60})\\s*=>",
-     0, NULL, "const|let|var", 0},
+     0, NULL, "const|let|var", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "func\\s+(?:\\([^()]{0,100}\\)\\s*)?[A-Za-z_][A-Za-z0-9_]{0,60}\\s*"
                       "\\([^()]{0,200}\\)[^{}\\n]{0,100}\\{",
-     0, NULL, "func", 0},
+     0, NULL, "func", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "fn\\s+[a-z_][A-Za-z0-9_]{0,60}"
                       "(?:<[^<>]{0,100}>)?\\s*\\([^()]{0,200}\\)(?:\\s*->\\s*[^{};]{1,100})?\\s*"
                       "\\{",
-     0, NULL, "fn", 0},
+     0, NULL, "fn", 0, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:class|interface|struct|enum|trait)\\s+[A-Z][A-Za-z0-9_]{0,60}"
                       "(?:<[^<>]{0,100}>)?(?:\\s*(?:extends|implements|:)\\s*[A-Za-z0-9_<>., "
                       "]{1,120})?\\s*\\{",
-     0, NULL, "class|interface|struct|enum|trait", 0},
+     0, NULL, "class|interface|struct|enum|trait", 0, true},
     {RL_DLP_SOURCE_CODE,
      "(?m)(?:^|(?<=\\\\n))[ \\t]{0,16}(?:from[ \\t]{1,4}[A-Za-z_][A-Za-z0-9_.]{0,80}[ \\t]{1,4}"
      "import[ \\t]{1,4}[A-Za-z_*][A-Za-z0-9_, *]{0,120}"
@@ -789,12 +792,12 @@ static const pattern_t patterns[] = {
      "|\\*\\s+as\\s+[A-Za-z_$][A-Za-z0-9_$]{0,60})\\s+from\\s+['\"][^'\"]{1,200}['\"];?"
      "|package\\s+[a-z][A-Za-z0-9_.]{0,100};?|using\\s+[A-Z][A-Za-z0-9_.]{0,100};)"
      "[ \\t]*(?=$|\\\\n|\\r)",
-     0, NULL, "from|import|package|using", 16},
+     0, NULL, "from|import|package|using", 16, true},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:int|void)[ \\t]{1,8}main\\s*\\([^()]{0,100}\\)\\s*\\{", 0, NULL, "main",
-     12},
-    {RL_DLP_SOURCE_CODE, "#!/(?:usr/)?(?:local/)?bin/(?:env\\s+)?[a-z0-9]{2,20}", 0, NULL, "#!/",
-     0},
+     12, true},
+    {RL_DLP_SOURCE_CODE, "#!/(?:usr/)?(?:local/)?bin/(?:env\\s+)?[a-z0-9]{2,20}", 0, NULL, "#!/", 0,
+     false},
 };
 
 #define PATTERN_COUNT (sizeof patterns / sizeof patterns[0])
@@ -1467,7 +1470,9 @@ static bool stems_init(stems_t *st, const char *spec)
  * (75 % of a scan's time in a profile); memchr for the first byte and a
  * compare is several times faster there. Long texts keep memmem, whose
  * worst case stays linear. */
-#define STEM_MEMCHR_MAX 8192
+#define STEM_MEMCHR_MAX 1024
+/* Texts from this size on skip the short_only prefilters (pattern_t). */
+#define STEM_PROSE_MAX 1024
 
 static const char *find_stem(const char *s, size_t n, const char *lit, size_t m)
 {
@@ -1525,7 +1530,8 @@ static rl_status_t search(const rule_t *r, uint32_t ri, const char *subj, size_t
         mc = sc->mc_big;
     }
     stems_t stems = {.count = 0};
-    bool prefilter = final && p != NULL && p->stems != NULL && stems_init(&stems, p->stems);
+    bool prefilter = final && p != NULL && p->stems != NULL &&
+                     (!p->short_only || len < STEM_PROSE_MAX) && stems_init(&stems, p->stems);
     *resume = len;
     while (pos <= len) {
         if (prefilter) {
@@ -1880,8 +1886,7 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
         if (st == RL_OK && !final && s->base + resume + RL_DLP_STREAM_HOLD_MAX < s->total) {
             /* held too long: decide the candidate on what has arrived */
             size_t ignored;
-            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, sc, &s->pending,
-                        &ignored);
+            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, sc, &s->pending, &ignored);
             resume = len;
         }
         if (st == RL_ERR_TIMEOUT) {

@@ -1087,6 +1087,14 @@ static void source_code_each_form(void **state)
         if (count(e, text, "SOURCE_CODE", &a, &b) != 1)
             fail_msg("SOURCE_CODE not found after prose in \"%s\"", text);
         assert_true(a >= strlen("Here is what I wrote yesterday:\n"));
+        /* past STEM_PROSE_MAX the prose-word prefilters are off: same answer */
+        char longer[2048];
+        size_t n = 0;
+        while (n < 1200)
+            n += (size_t)snprintf(longer + n, sizeof longer - n, "%s", "notes on the quarter. ");
+        snprintf(longer + n, sizeof longer - n, "\n%s", forms[i]);
+        if (count(e, longer, "SOURCE_CODE", &a, &b) != 1 || a < n)
+            fail_msg("SOURCE_CODE not found after 1200 bytes of prose in \"%s\"", forms[i]);
     }
     /* the literals alone in prose are not code */
     expect_none(e, "Let me define the class of functions we import from the main package.",
