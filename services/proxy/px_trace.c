@@ -670,7 +670,8 @@ static rl_status_t publish(px_publisher_t *pub, const char *subject, const char 
             q->len = msg->len;
             memcpy(q->data, msg->data, msg->len);
             pthread_mutex_lock(&pub->q_mu);
-            bool room = pub->q_len < QUEUE_MAX_MESSAGES && pub->q_bytes + msg->len < QUEUE_MAX_BYTES;
+            bool room =
+                pub->q_len < QUEUE_MAX_MESSAGES && pub->q_bytes + msg->len < QUEUE_MAX_BYTES;
             if (room) {
                 if (pub->q_tail)
                     pub->q_tail->next = q;
@@ -931,11 +932,12 @@ static size_t replay_batch(px_publisher_t *pub, replay_t *r, size_t max, bool *r
             break;
         }
         st = rl_bus_publish_js(pub->bus, rec.subject, rec.msg_id, rec.data, rec.len);
+        /* counted in traces (decisions), like spooled: a record may be a batch */
         if (st == RL_OK) {
-            rl_counter_add(pub->replayed, 1);
+            rl_counter_add(pub->replayed, lines_in(rec.data, rec.len));
             r->last_publish = mono_ms();
         } else if (st == RL_ERR_INVALID || st == RL_ERR_TOO_LARGE) {
-            rl_counter_add(pub->dropped, 1); /* can never be published */
+            rl_counter_add(pub->dropped, lines_in(rec.data, rec.len)); /* can never be published */
         } else {
             *refused = true; /* unavailable (window full, disconnected), no memory */
             break;
@@ -1071,7 +1073,7 @@ static rl_status_t register_metrics(px_publisher_t *pub, rl_metrics_t *m)
         return RL_OK;
     rl_status_t st =
         rl_metrics_gauge(m, "renlayer_proxy_spool_depth",
-                         "Messages waiting in the proxy's on-disk spool", NULL, &pub->depth);
+                         "Bus messages (one or more traces each) waiting in the proxy's on-disk spool", NULL, &pub->depth);
     if (st == RL_OK)
         st = rl_metrics_counter(m, "renlayer_proxy_spool_dropped_total",
                                 "Messages lost: spool full, disk error, corrupt record, or "
@@ -1085,12 +1087,14 @@ static rl_status_t register_metrics(px_publisher_t *pub, rl_metrics_t *m)
         st = rl_metrics_counter(m, "renlayer_proxy_messages_published_total", NULL,
                                 "kind=\"decision\"", &pub->pub_decision);
     if (st == RL_OK)
-        st = rl_metrics_counter(m, "renlayer_proxy_messages_spooled_total",
-                                "Messages written to the spool (bus unavailable, or not acked)",
-                                NULL, &pub->spooled);
+        st = rl_metrics_counter(
+            m, "renlayer_proxy_messages_spooled_total",
+            "Traces and decisions written to the spool (bus unavailable, or not acked)", NULL,
+            &pub->spooled);
     if (st == RL_OK)
         st = rl_metrics_counter(m, "renlayer_proxy_messages_replayed_total",
-                                "Spooled messages handed to JetStream", NULL, &pub->replayed);
+                                "Spooled traces and decisions handed to JetStream", NULL,
+                                &pub->replayed);
     static const double lines[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
     if (st == RL_OK)
         st = rl_metrics_histogram(m, "renlayer_proxy_bus_message_lines",
