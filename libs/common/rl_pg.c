@@ -1193,3 +1193,32 @@ bool rl_pg_listener_is_connected(const rl_pg_listener_t *listener)
 {
     return listener && atomic_load(&listener->connected);
 }
+
+/* ---- reading results ---- */
+
+static bool parse_i64(const char *s, int64_t *out)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+uint64_t rl_pg_rows_affected(const PGresult *r)
+{
+    int64_t n = 0;
+    return r && parse_i64(PQcmdTuples((PGresult *)r), &n) && n > 0 ? (uint64_t)n : 0;
+}
+
+bool rl_pg_get_i64(const PGresult *r, int row, int col, int64_t *out)
+{
+    if (r == NULL || row < 0 || col < 0 || row >= PQntuples(r) || col >= PQnfields(r) ||
+        PQgetisnull(r, row, col))
+        return false;
+    return parse_i64(PQgetvalue(r, row, col), out);
+}

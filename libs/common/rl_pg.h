@@ -99,6 +99,14 @@ bool rl_pg_is_connected(const rl_pg_t *pg);
 rl_status_t rl_pg_query(rl_pg_t *pg, const char *sql, int nparams, const char *const *values,
                         PGresult **out);
 
+/* Rows a command touched (PQcmdTuples: INSERT, UPDATE, DELETE, COPY...);
+ * 0 for a command that reports none or an unreadable count. */
+uint64_t rl_pg_rows_affected(const PGresult *r);
+
+/* The integer in (row, col): false when it is out of range, SQL NULL or not
+ * a whole base-10 integer (then *out is untouched). */
+bool rl_pg_get_i64(const PGresult *r, int row, int col, int64_t *out);
+
 /* Runs constant SQL written in our own code (DDL, SET, a migration file; it
  * may hold several statements) over the simple query protocol, discarding
  * results. Never build sql from user data: use rl_pg_query() parameters.

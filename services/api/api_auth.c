@@ -525,7 +525,7 @@ static rl_status_t issue_code(rl_pg_t *pg, const char *email, const char *email_
             "               WHERE lower(email) = lower($2) AND disabled_at IS NULL)",
             5, p, &r);
         if (st == RL_OK)
-            *issued = strcmp(PQcmdTuples(r), "1") == 0;
+            *issued = rl_pg_rows_affected(r) == 1;
         PQclear(r);
     }
     if (st == RL_OK && *retry_after == 0)

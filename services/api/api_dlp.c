@@ -231,7 +231,7 @@ void api_dlp_builtins_delete(rl_http_request_t *req, void *ctx)
                          "AND detector = $2",
                          2, p, &r);
     }
-    bool existed = st == RL_OK && atoi(PQcmdTuples(r)) > 0;
+    bool existed = st == RL_OK && rl_pg_rows_affected(r) > 0;
     PQclear(r);
     if (st == RL_OK)
         st = builtin_for(call.pg, call.actor.tenant_id, d, &after);

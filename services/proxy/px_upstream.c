@@ -160,14 +160,29 @@ static void on_headers_done(px_request_t *req)
     }
 }
 
+/* The 3-digit code of a status line ("HTTP/1.1 200 OK"; curl's buffer is not
+ * NUL-terminated); 0 when there is none. */
+static int status_code(const char *line, size_t len)
+{
+    const char *sp = memchr(line, ' ', len);
+    if (sp == NULL || (size_t)(line + len - sp) < 4)
+        return 0;
+    int code = 0;
+    for (int i = 1; i <= 3; i++) {
+        if (sp[i] < '0' || sp[i] > '9')
+            return 0;
+        code = code * 10 + (sp[i] - '0');
+    }
+    return code;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *ud)
 {
     px_request_t *req = ud;
     size_t len = size * n;
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         /* a status line: a new response (after 100 Continue or a redirect) */
-        const char *sp = memchr(data, ' ', len);
-        req->up_status = sp ? atoi(sp + 1) : 0;
+        req->up_status = status_code(data, len);
         reset_response_headers(req);
         req->up_headers_done = false;
         return len;

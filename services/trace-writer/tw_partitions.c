@@ -1,5 +1,6 @@
 #include "tw_partitions.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,8 +22,11 @@ static rl_status_t scalar_int(rl_pg_t *pg, const char *sql, int n, const char *c
     rl_status_t st = rl_pg_query(pg, sql, n, vals, &r);
     if (st != RL_OK)
         return st;
+    int64_t v = 0;
     if (out)
-        *out = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) ? atoi(PQgetvalue(r, 0, 0)) : 0;
+        *out = PQntuples(r) == 1 && rl_pg_get_i64(r, 0, 0, &v) && v >= INT_MIN && v <= INT_MAX
+                   ? (int)v
+                   : 0;
     PQclear(r);
     return RL_OK;
 }

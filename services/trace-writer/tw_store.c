@@ -344,7 +344,7 @@ static rl_status_t copy_in(tw_store_t *s, const char *sql, const char *data, siz
         if (st == RL_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
             st = raw_failed(s, c, r);
         else if (st == RL_OK && rows)
-            *rows = strtoull(PQcmdTuples(r), NULL, 10);
+            *rows = rl_pg_rows_affected(r);
         PQclear(r);
     }
     return st;
@@ -396,7 +396,7 @@ static rl_status_t write_tx(tw_store_t *s, tw_batch_t *b, size_t lo, size_t hi,
             pg_failed(s, st);
             break;
         }
-        inserted[t] = strtoull(PQcmdTuples(r), NULL, 10);
+        inserted[t] = rl_pg_rows_affected(r);
         PQclear(r);
     }
     if (st == RL_OK) {

@@ -190,6 +190,7 @@ static void test_params_are_stored_verbatim(void **state)
     assert_int_equal(rl_pg_query(pg, "INSERT INTO rl_t VALUES ($1, $2)", 2, v1, &res), RL_OK);
     assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
     assert_string_equal(PQcmdTuples(res), "1");
+    assert_int_equal(rl_pg_rows_affected(res), 1);
     PQclear(res);
     const char *v2[2] = {"2", NULL};
     assert_int_equal(rl_pg_query(pg, "INSERT INTO rl_t VALUES ($1, $2)", 2, v2, &res), RL_OK);
@@ -199,6 +200,16 @@ static void test_params_are_stored_verbatim(void **state)
                      RL_OK);
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     assert_int_equal(PQntuples(res), 2);
+    assert_int_equal(rl_pg_rows_affected(res), 2); /* SELECT 2 */
+    int64_t id = 0;
+    assert_true(rl_pg_get_i64(res, 1, 0, &id));
+    assert_int_equal(id, 2);
+    id = -7;
+    assert_false(rl_pg_get_i64(res, 0, 1, &id)); /* text, not a number */
+    assert_false(rl_pg_get_i64(res, 1, 1, &id)); /* NULL */
+    assert_false(rl_pg_get_i64(res, 2, 0, &id)); /* no such row */
+    assert_false(rl_pg_get_i64(res, 0, 2, &id)); /* no such column */
+    assert_int_equal(id, -7);
     assert_string_equal(PQgetvalue(res, 0, 1), evil);
     assert_false(PQgetisnull(res, 0, 1));
     assert_true(PQgetisnull(res, 1, 1));
