@@ -550,10 +550,10 @@ static void catastrophic_pattern_is_stopped(void **state)
     rl_dlp_config_destroy(cfg);
     size_t n = 100000;
     char *text = malloc(n + 64);
-    strcpy(text, "mail ana@acme-corp.io ");
-    size_t at = strlen(text);
+    assert_non_null(text);
+    size_t at = (size_t)snprintf(text, n + 64, "mail ana@acme-corp.io ");
     memset(text + at, 'a', n);
-    strcpy(text + at + n, "!");
+    snprintf(text + at + n, 64 - at, "!");
     rl_dlp_findings_t f;
     rl_dlp_findings_init(&f, 16);
     double t0 = now_s();
@@ -940,13 +940,14 @@ static void long_matches_fit_default_stack(void **state)
     (void)state;
     rl_dlp_engine_t *e = default_engine();
     size_t body = 7000;
-    char *text = malloc(body + 512);
-    int n = sprintf(text, "key:\n-----BEGIN "
-                          "PRIVATE KEY-----\n");
+    size_t cap = body + 512;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    int n = snprintf(text, cap, "key:\n-----BEGIN PRIVATE KEY-----\n");
     for (size_t i = 0; i < body; i++)
         text[n + (int)i] =
             (i % 65 == 64) ? '\n' : "QWERTYuiop1234567890asdfGHJKLzxcvbnm+/"[(i * 7) % 38];
-    sprintf(text + n + body, "\n-----END PRIVATE KEY-----\nthanks");
+    snprintf(text + n + body, cap - (size_t)n - body, "\n-----END PRIVATE KEY-----\nthanks");
     size_t a = 0, b = 0;
     assert_int_equal(count(e, text, "PRIVATE_KEY", &a, &b), 1);
     assert_int_equal(a, 5);
@@ -954,10 +955,10 @@ static void long_matches_fit_default_stack(void **state)
     free(text);
     char payload[4000], jwtbuf[6000];
     memset(payload, 0, sizeof payload);
-    strcpy(payload, "{\"claims\":\"");
-    for (size_t i = strlen(payload); i < 2900; i++) /* ~3.9 KB of base64url */
-        payload[i] = (char)('a' + i % 26);
-    strcat(payload, "\"}");
+    size_t at = (size_t)snprintf(payload, sizeof payload, "{\"claims\":\"");
+    for (; at < 2900; at++) /* ~3.9 KB of base64url */
+        payload[at] = (char)('a' + at % 26);
+    snprintf(payload + at, sizeof payload - at, "\"}");
     make_jwt("{\"alg\":\"HS256\"}", payload, "Qm9ndXNTaWduYXR1cmVGb3JUZXN0c19fX2FiY2RlZg", jwtbuf,
              sizeof jwtbuf);
     expect_one(e, jwtbuf, "JWT", jwtbuf);

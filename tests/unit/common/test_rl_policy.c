@@ -871,10 +871,13 @@ static void compile_limits(void **state)
     (void)state;
     rl_policy_error_t err;
     /* a glob past RL_POLICY_MAX_PATTERN */
-    char *big = malloc(RL_POLICY_MAX_PATTERN + 200);
-    int n = snprintf(big, 200, "[{'id':'p','action':'DENY','conditions':{'path':'");
+    size_t big_cap = RL_POLICY_MAX_PATTERN + 200;
+    char *big = malloc(big_cap);
+    assert_non_null(big);
+    int n = snprintf(big, big_cap, "[{'id':'p','action':'DENY','conditions':{'path':'");
     memset(big + n, 'a', RL_POLICY_MAX_PATTERN + 1);
-    strcpy(big + n + RL_POLICY_MAX_PATTERN + 1, "'}}]");
+    snprintf(big + n + RL_POLICY_MAX_PATTERN + 1, big_cap - (size_t)n - RL_POLICY_MAX_PATTERN - 1,
+             "'}}]");
     assert_int_equal(compile_err(big, &err), RL_ERR_TOO_LARGE);
     assert_string_equal(err.field, "conditions.path");
     assert_non_null(strstr(err.message, "more than 1024"));

@@ -786,7 +786,7 @@ static void test_listener_reconnect_resyncs(void **state)
     scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
            "WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
            0, NULL, buf, sizeof buf);
-    assert_true(atoi(buf) >= 1);
+    assert_true(strtol(buf, NULL, 10) >= 1);
     sql("UPDATE renlayer.api_keys SET revoked_at = now() "
         "WHERE id = '01900000-0000-7000-8000-0000000000d8'",
         0, NULL);

@@ -570,7 +570,7 @@ static char *without_event(const char *s, const char *marker, const char *eol)
     char *out = malloc(n + 1);
     assert_non_null(out);
     memcpy(out, s, (size_t)(b - s));
-    strcpy(out + (b - s), e);
+    memcpy(out + (b - s), e, strlen(e) + 1);
     return out;
 }
 

@@ -296,7 +296,7 @@ static void test_corrupt_cursor_replays_from_oldest(void **state)
     sp = open_spool(f->dir, 0, 4096);
     px_spool_record_t r;
     assert_int_equal(px_spool_peek(sp, &r), RL_OK);
-    int first = atoi(r.msg_id + 2);
+    long first = strtol(r.msg_id + 2, NULL, 10);
     assert_true(first <= 30);
     assert_int_equal((int)px_spool_depth(sp), 100 - first);
     expect_n(sp, first, 100);

@@ -223,17 +223,17 @@ static const px_tool_call_t TOOLS[2] = {
 static void full_trace(px_trace_t *t)
 {
     memset(t, 0, sizeof *t);
-    strcpy(t->trace_id, TRACE_ID);
-    strcpy(t->tenant_id, TENANT);
-    strcpy(t->agent_id, AGENT);
-    strcpy(t->gate_id, GATE);
-    strcpy(t->api_key_id, KEY);
+    snprintf(t->trace_id, sizeof t->trace_id, "%s", TRACE_ID);
+    snprintf(t->tenant_id, sizeof t->tenant_id, "%s", TENANT);
+    snprintf(t->agent_id, sizeof t->agent_id, "%s", AGENT);
+    snprintf(t->gate_id, sizeof t->gate_id, "%s", GATE);
+    snprintf(t->api_key_id, sizeof t->api_key_id, "%s", KEY);
     t->user = "alice@example.com";
     t->session_id = "run-42";
     t->action = PX_ACTION_TOOL_CALL;
     t->method = "POST";
     t->path = "/v1/chat/completions";
-    strcpy(t->model, "gpt-4o-mini");
+    snprintf(t->model, sizeof t->model, "%s", "gpt-4o-mini");
     t->upstream = "https://api.openai.com";
     t->status = PX_STATUS_DLP_WARNED;
     t->http_status = 200;
@@ -260,13 +260,15 @@ static void full_trace(px_trace_t *t)
     t->ended_at_us = 1729425296987654LL;
     t->stream = true;
     t->error = NULL;
-    strcpy(t->attempts[0].gate_id, GATE);
-    strcpy(t->attempts[0].upstream, "https://api.example.net");
+    snprintf(t->attempts[0].gate_id, sizeof t->attempts[0].gate_id, "%s", GATE);
+    snprintf(t->attempts[0].upstream, sizeof t->attempts[0].upstream, "%s",
+             "https://api.example.net");
     t->attempts[0].http_status = 0;
-    strcpy(t->attempts[0].error, "connect timeout");
+    snprintf(t->attempts[0].error, sizeof t->attempts[0].error, "%s", "connect timeout");
     t->attempts[0].ms = 250;
-    strcpy(t->attempts[1].gate_id, FALLBACK_GATE);
-    strcpy(t->attempts[1].upstream, "https://api.openai.com");
+    snprintf(t->attempts[1].gate_id, sizeof t->attempts[1].gate_id, "%s", FALLBACK_GATE);
+    snprintf(t->attempts[1].upstream, sizeof t->attempts[1].upstream, "%s",
+             "https://api.openai.com");
     t->attempts[1].http_status = 200;
     t->attempts[1].ms = 540.5;
     t->nattempts = 2;
@@ -445,9 +447,9 @@ static void test_encode_nulls(void **state)
     (void)state;
     px_trace_t t;
     memset(&t, 0, sizeof t);
-    strcpy(t.trace_id, TRACE_ID);
-    strcpy(t.tenant_id, TENANT);
-    strcpy(t.agent_id, AGENT);
+    snprintf(t.trace_id, sizeof t.trace_id, "%s", TRACE_ID);
+    snprintf(t.tenant_id, sizeof t.tenant_id, "%s", TENANT);
+    snprintf(t.agent_id, sizeof t.agent_id, "%s", AGENT);
     t.action = PX_ACTION_HTTP;
     t.method = "GET";
     t.path = "/anything";
@@ -499,7 +501,7 @@ static void test_encode_escaping(void **state)
                    "f\xF0\x9F\x98\x80"
                    "g";
     t.error = "tail \xE2\x82";
-    strcpy(t.model, "caf\xC3\xA9");
+    snprintf(t.model, sizeof t.model, "%s", "caf\xC3\xA9");
     rl_buf_t b;
     rl_buf_init(&b, 1 << 20);
     json_t *j = encode(&t, false, 0, &b);
@@ -917,7 +919,8 @@ static void collect_msg(natsMsg *m, void *arg)
         /* a message holds one subject's lines: renlayer.<kind>.<tenant>.<agent> */
         const char *subject = natsMsg_GetSubject(m);
         size_t sl = strlen(subject), al = strlen(agent);
-        assert_true(sl > al && subject[sl - al - 1] == '.' && strcmp(subject + sl - al, agent) == 0);
+        assert_true(sl > al && subject[sl - al - 1] == '.' &&
+                    strcmp(subject + sl - al, agent) == 0);
         if (first) {
             char want[64];
             snprintf(want, sizeof want, "%s%s", id, c->decisions ? ":d" : "");
@@ -968,7 +971,7 @@ static void make_trace(px_trace_t *t, char id_out[RL_UUID_STR_LEN + 1])
     t->started_at_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     t->ended_at_us = t->started_at_us + 812457;
     if (id_out)
-        strcpy(id_out, t->trace_id);
+        snprintf(id_out, RL_UUID_STR_LEN + 1, "%.*s", RL_UUID_STR_LEN, t->trace_id);
 }
 
 static void publish_traces(fixture_t *f, char (*ids)[RL_UUID_STR_LEN + 1], int from, int to)

@@ -152,7 +152,13 @@ static bool port_answers(const char *port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return false;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port))};
+    char *end;
+    long p = strtol(port, &end, 10);
+    if (*end != '\0' || p <= 0 || p > 65535) {
+        close(fd);
+        return false;
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);

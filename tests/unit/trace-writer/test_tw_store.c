@@ -180,13 +180,14 @@ static void rfc3339(int64_t us, char out[40])
 }
 
 /* A trace v1 (owned) of tenant at started_us; session may be long. */
-static char *trace_at(int64_t started_us, const char *tenant, const char *session, char *id_out)
+static char *trace_at(int64_t started_us, const char *tenant, const char *session,
+                      char id_out[RL_UUID_STR_LEN + 1])
 {
     char id[RL_UUID_STR_LEN + 1], t[40];
     uuid_v7_at(started_us, id);
     rfc3339(started_us, t);
     if (id_out)
-        strcpy(id_out, id);
+        memcpy(id_out, id, sizeof id);
     size_t cap = 2048 + (session ? strlen(session) : 0);
     char *msg = malloc(cap);
     snprintf(msg, cap,
