@@ -151,18 +151,10 @@ static const char *const agent_by_id =
 
 void api_agents_list(rl_http_request_t *req, void *ctx)
 {
-    api_page_t page;
-    api_call_t call;
-    if (!api_page_parse(req, &page) || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, page.after[0] ? page.after : NULL,
-                       page.limit_plus_one};
-    api_respond_page(req, call.pg, &page,
-                     "SELECT a.id::text, " API_AGENT_JSON " FROM renlayer.agents a "
-                     "WHERE a.tenant_id = $1 AND a.deleted_at IS NULL "
-                     "AND ($2::uuid IS NULL OR a.id < $2::uuid) ORDER BY a.id DESC LIMIT $3",
-                     3, p);
-    api_call_end(&call);
+    api_list_for_tenant(req, ctx,
+                        "SELECT a.id::text, " API_AGENT_JSON " FROM renlayer.agents a "
+                        "WHERE a.tenant_id = $1 AND a.deleted_at IS NULL "
+                        "AND ($2::uuid IS NULL OR a.id < $2::uuid) ORDER BY a.id DESC LIMIT $3");
 }
 
 void api_agents_create(rl_http_request_t *req, void *ctx)
@@ -183,13 +175,7 @@ void api_agents_create(rl_http_request_t *req, void *ctx)
 
 void api_agents_get(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, id};
-    api_respond_one(req, call.pg, 200, agent_by_id, 2, p);
-    api_call_end(&call);
+    api_get_for_tenant(req, ctx, agent_by_id);
 }
 
 /* Validates a PATCH body; the same rules as create with every field optional. */

@@ -181,3 +181,26 @@ const char *api_path_uuid(rl_http_request_t *req, const char *name)
     }
     return v;
 }
+
+void api_list_for_tenant(rl_http_request_t *req, void *ctx, const char *sql)
+{
+    api_page_t page;
+    api_call_t call;
+    if (!api_page_parse(req, &page) || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
+        return;
+    const char *p[] = {call.actor.tenant_id, page.after[0] ? page.after : NULL,
+                       page.limit_plus_one};
+    api_respond_page(req, call.pg, &page, sql, 3, p);
+    api_call_end(&call);
+}
+
+void api_get_for_tenant(rl_http_request_t *req, void *ctx, const char *sql)
+{
+    const char *id = api_path_uuid(req, "id");
+    api_call_t call;
+    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
+        return;
+    const char *p[] = {call.actor.tenant_id, id};
+    api_respond_one(req, call.pg, 200, sql, 2, p);
+    api_call_end(&call);
+}

@@ -66,6 +66,15 @@ void api_respond_page(rl_http_request_t *req, rl_pg_t *pg, const api_page_t *pag
 void api_respond_one(rl_http_request_t *req, rl_pg_t *pg, unsigned status, const char *sql, int n,
                      const char *const *params);
 
+/* GET of a tenant's resources for a viewer and up: sql takes $1 the caller's
+ * tenant, $2 the cursor id (NULL on the first page) and $3 the limit + 1,
+ * and returns what api_respond_page wants. */
+void api_list_for_tenant(rl_http_request_t *req, void *ctx, const char *sql);
+
+/* GET of one resource by the path's {id} for a viewer and up: sql takes $1
+ * the caller's tenant and $2 the id (api_respond_one). */
+void api_get_for_tenant(rl_http_request_t *req, void *ctx, const char *sql);
+
 /* The path parameter name as a UUID; answers 404 (an id that cannot exist)
  * and returns NULL otherwise. */
 const char *api_path_uuid(rl_http_request_t *req, const char *name);

@@ -392,13 +392,7 @@ void api_dlp_rules_create(rl_http_request_t *req, void *ctx)
 
 void api_dlp_rules_get(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, id};
-    api_respond_one(req, call.pg, 200, rule_by_id, 2, p);
-    api_call_end(&call);
+    api_get_for_tenant(req, ctx, rule_by_id);
 }
 
 void api_dlp_rules_patch(rl_http_request_t *req, void *ctx)

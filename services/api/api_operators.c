@@ -11,18 +11,10 @@ static const char *const roles[] = {"owner", "admin", "viewer", NULL};
 
 void api_operators_list(rl_http_request_t *req, void *ctx)
 {
-    api_page_t page;
-    api_call_t call;
-    if (!api_page_parse(req, &page) || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, page.after[0] ? page.after : NULL,
-                       page.limit_plus_one};
-    api_respond_page(req, call.pg, &page,
-                     "SELECT o.id::text, " API_OPERATOR_JSON " FROM renlayer.operators o "
-                     "WHERE o.tenant_id = $1 AND ($2::uuid IS NULL OR o.id < $2::uuid) "
-                     "ORDER BY o.id DESC LIMIT $3",
-                     3, p);
-    api_call_end(&call);
+    api_list_for_tenant(req, ctx,
+                        "SELECT o.id::text, " API_OPERATOR_JSON " FROM renlayer.operators o "
+                        "WHERE o.tenant_id = $1 AND ($2::uuid IS NULL OR o.id < $2::uuid) "
+                        "ORDER BY o.id DESC LIMIT $3");
 }
 
 void api_operators_create(rl_http_request_t *req, void *ctx)

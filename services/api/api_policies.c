@@ -108,18 +108,10 @@ static rl_status_t take_default(rl_pg_t *pg, const char *tenant_id, const char *
 
 void api_policy_sets_list(rl_http_request_t *req, void *ctx)
 {
-    api_page_t page;
-    api_call_t call;
-    if (!api_page_parse(req, &page) || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, page.after[0] ? page.after : NULL,
-                       page.limit_plus_one};
-    api_respond_page(req, call.pg, &page,
-                     "SELECT ps.id::text, " API_POLICY_SET_JSON " FROM renlayer.policy_sets ps "
-                     "WHERE ps.tenant_id = $1 AND ($2::uuid IS NULL OR ps.id < $2::uuid) "
-                     "ORDER BY ps.id DESC LIMIT $3",
-                     3, p);
-    api_call_end(&call);
+    api_list_for_tenant(req, ctx,
+                        "SELECT ps.id::text, " API_POLICY_SET_JSON " FROM renlayer.policy_sets ps "
+                        "WHERE ps.tenant_id = $1 AND ($2::uuid IS NULL OR ps.id < $2::uuid) "
+                        "ORDER BY ps.id DESC LIMIT $3");
 }
 
 void api_policy_sets_create(rl_http_request_t *req, void *ctx)
@@ -163,13 +155,7 @@ void api_policy_sets_create(rl_http_request_t *req, void *ctx)
 
 void api_policy_sets_get(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, id};
-    api_respond_one(req, call.pg, 200, set_by_id, 2, p);
-    api_call_end(&call);
+    api_get_for_tenant(req, ctx, set_by_id);
 }
 
 /* Locks the set for the rest of the transaction; RL_ERR_NOT_FOUND when it is
@@ -407,13 +393,7 @@ void api_policies_create(rl_http_request_t *req, void *ctx)
 
 void api_policies_get(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_VIEWER, &call))
-        return;
-    const char *p[] = {call.actor.tenant_id, id};
-    api_respond_one(req, call.pg, 200, policy_by_id, 2, p);
-    api_call_end(&call);
+    api_get_for_tenant(req, ctx, policy_by_id);
 }
 
 void api_policies_patch(rl_http_request_t *req, void *ctx)
