@@ -204,3 +204,27 @@ void api_get_for_tenant(rl_http_request_t *req, void *ctx, const char *sql)
     api_respond_one(req, call.pg, 200, sql, 2, p);
     api_call_end(&call);
 }
+
+void api_delete_for_tenant(rl_http_request_t *req, void *ctx, const char *lock_sql,
+                           const char *delete_sql, const char *action, const char *target_type)
+{
+    const char *id = api_path_uuid(req, "id");
+    api_call_t call;
+    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
+        return;
+    json_t *before = NULL;
+    const char *p[] = {call.actor.tenant_id, id};
+    rl_status_t st = rl_pg_begin(call.pg);
+    if (st == RL_OK)
+        st = api_query_json(call.pg, lock_sql, 2, p, &before);
+    if (st == RL_OK) {
+        PGresult *r = NULL;
+        st = rl_pg_query(call.pg, delete_sql, 2, p, &r);
+        PQclear(r);
+    }
+    if (st == RL_OK)
+        st = api_audit(call.pg, &call.actor, action, target_type, id, before, NULL);
+    api_call_finish(&call, st, 204, NULL, NULL);
+    json_decref(before);
+    api_call_end(&call);
+}

@@ -75,6 +75,13 @@ void api_list_for_tenant(rl_http_request_t *req, void *ctx, const char *sql);
  * the caller's tenant and $2 the id (api_respond_one). */
 void api_get_for_tenant(rl_http_request_t *req, void *ctx, const char *sql);
 
+/* DELETE of one resource by the path's {id} for an admin and up, in one
+ * transaction: the row as it was (lock_sql: $1 the caller's tenant, $2 the
+ * id, one JSON column, FOR UPDATE; 404 when there is none), delete_sql
+ * (same parameters), one audit row (action, target_type). Answers 204. */
+void api_delete_for_tenant(rl_http_request_t *req, void *ctx, const char *lock_sql,
+                           const char *delete_sql, const char *action, const char *target_type);
+
 /* The path parameter name as a UUID; answers 404 (an id that cannot exist)
  * and returns NULL otherwise. */
 const char *api_path_uuid(rl_http_request_t *req, const char *name);

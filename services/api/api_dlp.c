@@ -443,29 +443,11 @@ void api_dlp_rules_patch(rl_http_request_t *req, void *ctx)
 
 void api_dlp_rules_delete(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
-        return;
-    json_t *before = NULL;
-    const char *p[] = {call.actor.tenant_id, id};
-    rl_status_t st = rl_pg_begin(call.pg);
-    if (st == RL_OK)
-        st = api_query_json(call.pg,
-                            "SELECT " API_DLP_RULE_JSON " FROM renlayer.dlp_rules r "
-                            "WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE",
-                            2, p, &before);
-    if (st == RL_OK) {
-        PGresult *r = NULL;
-        st = rl_pg_query(call.pg, "DELETE FROM renlayer.dlp_rules WHERE tenant_id = $1 AND id = $2",
-                         2, p, &r);
-        PQclear(r);
-    }
-    if (st == RL_OK)
-        st = api_audit(call.pg, &call.actor, "dlp_rule.delete", "dlp_rule", id, before, NULL);
-    api_call_finish(&call, st, 204, NULL, NULL);
-    json_decref(before);
-    api_call_end(&call);
+    api_delete_for_tenant(req, ctx,
+                          "SELECT " API_DLP_RULE_JSON " FROM renlayer.dlp_rules r "
+                          "WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE",
+                          "DELETE FROM renlayer.dlp_rules WHERE tenant_id = $1 AND id = $2",
+                          "dlp_rule.delete", "dlp_rule");
 }
 
 /* ---- scan ---------------------------------------------------------------------------------- */

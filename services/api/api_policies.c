@@ -220,28 +220,13 @@ void api_policy_sets_patch(rl_http_request_t *req, void *ctx)
 
 void api_policy_sets_delete(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
-        return;
-    json_t *before = NULL;
-    const char *p[] = {call.actor.tenant_id, id};
-    rl_status_t st = rl_pg_begin(call.pg);
-    if (st == RL_OK)
-        st = lock_set(call.pg, call.actor.tenant_id, id, &before);
-    if (st == RL_OK) {
-        /* its policies go with it (ON DELETE CASCADE); agents using it fall back
-         * to the tenant default (ON DELETE SET NULL) */
-        PGresult *r = NULL;
-        st = rl_pg_query(
-            call.pg, "DELETE FROM renlayer.policy_sets WHERE tenant_id = $1 AND id = $2", 2, p, &r);
-        PQclear(r);
-    }
-    if (st == RL_OK)
-        st = api_audit(call.pg, &call.actor, "policy_set.delete", "policy_set", id, before, NULL);
-    api_call_finish(&call, st, 204, NULL, NULL);
-    json_decref(before);
-    api_call_end(&call);
+    /* its policies go with it (ON DELETE CASCADE); agents using it fall back
+     * to the tenant default (ON DELETE SET NULL) */
+    api_delete_for_tenant(req, ctx,
+                          "SELECT " API_POLICY_SET_JSON " FROM renlayer.policy_sets ps "
+                          "WHERE ps.tenant_id = $1 AND ps.id = $2 FOR UPDATE",
+                          "DELETE FROM renlayer.policy_sets WHERE tenant_id = $1 AND id = $2",
+                          "policy_set.delete", "policy_set");
 }
 
 /* ---- policies ------------------------------------------------------------------------------ */
@@ -453,29 +438,11 @@ void api_policies_patch(rl_http_request_t *req, void *ctx)
 
 void api_policies_delete(rl_http_request_t *req, void *ctx)
 {
-    const char *id = api_path_uuid(req, "id");
-    api_call_t call;
-    if (id == NULL || !api_call_begin(ctx, req, API_ROLE_ADMIN, &call))
-        return;
-    json_t *before = NULL;
-    const char *p[] = {call.actor.tenant_id, id};
-    rl_status_t st = rl_pg_begin(call.pg);
-    if (st == RL_OK)
-        st = api_query_json(call.pg,
-                            "SELECT " API_POLICY_JSON " FROM renlayer.policies p "
-                            "WHERE p.tenant_id = $1 AND p.id = $2 FOR UPDATE",
-                            2, p, &before);
-    if (st == RL_OK) {
-        PGresult *r = NULL;
-        st = rl_pg_query(call.pg, "DELETE FROM renlayer.policies WHERE tenant_id = $1 AND id = $2",
-                         2, p, &r);
-        PQclear(r);
-    }
-    if (st == RL_OK)
-        st = api_audit(call.pg, &call.actor, "policy.delete", "policy", id, before, NULL);
-    api_call_finish(&call, st, 204, NULL, NULL);
-    json_decref(before);
-    api_call_end(&call);
+    api_delete_for_tenant(req, ctx,
+                          "SELECT " API_POLICY_JSON " FROM renlayer.policies p "
+                          "WHERE p.tenant_id = $1 AND p.id = $2 FOR UPDATE",
+                          "DELETE FROM renlayer.policies WHERE tenant_id = $1 AND id = $2",
+                          "policy.delete", "policy");
 }
 
 /* The set's policies in evaluation order, as an owned JSON array. */
