@@ -48,6 +48,18 @@ static size_t count(const rl_dlp_engine_t *e, const char *s, const char *det, si
 }
 
 /* Asserts s has exactly one finding of det, spanning the substring want. */
+/* An engine of the built-ins and one custom rule. */
+static rl_dlp_engine_t *engine_with_rule(const rl_dlp_rule_t *r)
+{
+    rl_dlp_config_t *cfg;
+    assert_int_equal(rl_dlp_config_create(&cfg), RL_OK);
+    assert_int_equal(rl_dlp_config_add_rule(cfg, r), RL_OK);
+    rl_dlp_engine_t *e;
+    assert_int_equal(rl_dlp_engine_create(cfg, &e), RL_OK);
+    rl_dlp_config_destroy(cfg);
+    return e;
+}
+
 static void expect_one(const rl_dlp_engine_t *e, const char *s, const char *det, const char *want)
 {
     size_t a = 0, b = 0;
@@ -535,8 +547,6 @@ static double now_s(void)
 static void catastrophic_pattern_is_stopped(void **state)
 {
     (void)state;
-    rl_dlp_config_t *cfg;
-    assert_int_equal(rl_dlp_config_create(&cfg), RL_OK);
     rl_dlp_rule_t r = {"redos",
                        "catastrophic",
                        "(a+)+$",
@@ -544,10 +554,7 @@ static void catastrophic_pattern_is_stopped(void **state)
                        RL_DLP_ACTION_WARN,
                        RL_DLP_SCOPE_BOTH,
                        true};
-    assert_int_equal(rl_dlp_config_add_rule(cfg, &r), RL_OK);
-    rl_dlp_engine_t *e;
-    assert_int_equal(rl_dlp_engine_create(cfg, &e), RL_OK);
-    rl_dlp_config_destroy(cfg);
+    rl_dlp_engine_t *e = engine_with_rule(&r);
     size_t n = 100000;
     char *text = malloc(n + 64);
     assert_non_null(text);
@@ -633,8 +640,6 @@ static void verdict_rule(void **state)
 static void redaction_exact(void **state)
 {
     (void)state;
-    rl_dlp_config_t *cfg;
-    assert_int_equal(rl_dlp_config_create(&cfg), RL_OK);
     /* overlaps the e-mail address: merged into one marker */
     rl_dlp_rule_t r = {"acme",
                        "acme domain",
@@ -643,10 +648,7 @@ static void redaction_exact(void **state)
                        RL_DLP_ACTION_REDACT,
                        RL_DLP_SCOPE_BOTH,
                        true};
-    assert_int_equal(rl_dlp_config_add_rule(cfg, &r), RL_OK);
-    rl_dlp_engine_t *e;
-    assert_int_equal(rl_dlp_engine_create(cfg, &e), RL_OK);
-    rl_dlp_config_destroy(cfg);
+    rl_dlp_engine_t *e = engine_with_rule(&r);
     const char *text = "Hi, I'm ana@acme-corp.io/team, card 4539-5787-6362-1486, "
                        "ssn 536-22-1234, key "
                        "AKIA"
@@ -970,8 +972,6 @@ static void long_matches_fit_default_stack(void **state)
 static void stream_custom_utf8_rule(void **state)
 {
     (void)state;
-    rl_dlp_config_t *cfg;
-    assert_int_equal(rl_dlp_config_create(&cfg), RL_OK);
     rl_dlp_rule_t r = {"code-name",
                        "code names",
                        "(?i)\\bprojet[ -]caf\\x{e9}-\\d{2,}\\b",
@@ -979,10 +979,7 @@ static void stream_custom_utf8_rule(void **state)
                        RL_DLP_ACTION_REDACT,
                        RL_DLP_SCOPE_RESPONSE,
                        true};
-    assert_int_equal(rl_dlp_config_add_rule(cfg, &r), RL_OK);
-    rl_dlp_engine_t *e;
-    assert_int_equal(rl_dlp_engine_create(cfg, &e), RL_OK);
-    rl_dlp_config_destroy(cfg);
+    rl_dlp_engine_t *e = engine_with_rule(&r);
     rl_dlp_scratch_t *sc;
     assert_int_equal(rl_dlp_scratch_create(&sc), RL_OK);
     const char *text = "Réunion 🚀: le PROJET CAFÉ-2024 démarre; projet-café-7 non.";
@@ -1007,15 +1004,10 @@ static void stream_custom_utf8_rule(void **state)
 static void stream_hold_is_bounded(void **state)
 {
     (void)state;
-    rl_dlp_config_t *cfg;
-    assert_int_equal(rl_dlp_config_create(&cfg), RL_OK);
     rl_dlp_rule_t r = {
         "zz", "z-quoted", "Z[a-y]+Z", RL_DLP_SEVERITY_LOW, RL_DLP_ACTION_WARN, RL_DLP_SCOPE_BOTH,
         true};
-    assert_int_equal(rl_dlp_config_add_rule(cfg, &r), RL_OK);
-    rl_dlp_engine_t *e;
-    assert_int_equal(rl_dlp_engine_create(cfg, &e), RL_OK);
-    rl_dlp_config_destroy(cfg);
+    rl_dlp_engine_t *e = engine_with_rule(&r);
     rl_dlp_stream_t *s;
     assert_int_equal(rl_dlp_stream_create(e, RL_DLP_SCOPE_RESPONSE, &s), RL_OK);
     rl_dlp_findings_t f;
