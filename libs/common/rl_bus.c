@@ -599,6 +599,10 @@ static rl_status_t nats_opts_build(rl_bus_t *bus, const rl_bus_options_t *o, nat
         s = natsOptions_SetDisconnectedCB(no, on_nats_disconnected, bus);
     if (s == NATS_OK)
         s = natsOptions_SetClosedCB(no, on_nats_closed, bus);
+    /* Callers batch already (the proxy sends one message per subject per
+     * 3 ms): write at once instead of waking the flusher thread. */
+    if (s == NATS_OK)
+        s = natsOptions_SetSendAsap(no, true);
     if (s != NATS_OK) {
         rl_status_t st = rl_error(from_nats(s) == RL_ERR_NOMEM ? RL_ERR_NOMEM : RL_ERR_INVALID,
                                   "nats options: %s: %s", natsStatus_GetText(s), nats_detail());
