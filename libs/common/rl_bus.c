@@ -323,7 +323,10 @@ static void pending_done(rl_bus_t *bus)
 {
     pthread_mutex_lock(&bus->mu);
     atomic_fetch_sub(&bus->pending, 1);
-    pthread_cond_broadcast(&bus->cond);
+    /* Only rl_bus_destroy() waits for pending to drain: waking the worker
+     * thread on every ack would cost a context switch per message. */
+    if (bus->stopping)
+        pthread_cond_broadcast(&bus->cond);
     pthread_mutex_unlock(&bus->mu);
 }
 
