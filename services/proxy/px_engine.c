@@ -61,26 +61,101 @@ void px_worker_resume(px_request_t *req)
 
 /* ---- curl multi glue ------------------------------------------------------------------- */
 
+/* The slot of fd, grown on demand when grow; NULL if fd has none. */
+static px_curl_fd_t *curl_fd(px_worker_t *w, curl_socket_t fd, bool grow)
+{
+    if (fd < 0)
+        return NULL;
+    size_t i = (size_t)fd;
+    if (i >= w->ncurl_fds) {
+        if (!grow)
+            return NULL;
+        size_t n = w->ncurl_fds ? w->ncurl_fds : 256;
+        while (n <= i)
+            n *= 2;
+        px_curl_fd_t *bigger = realloc(w->curl_fds, n * sizeof *bigger);
+        if (bigger == NULL)
+            return NULL;
+        memset(bigger + w->ncurl_fds, 0, (n - w->ncurl_fds) * sizeof *bigger);
+        w->curl_fds = bigger;
+        w->ncurl_fds = n;
+    }
+    return &w->curl_fds[i];
+}
+
+/* Makes epfd watch fd for events: ADD or MOD as needed, nothing when it
+ * already does. */
+static int watch(px_worker_t *w, curl_socket_t fd, px_curl_fd_t *slot, uint32_t events)
+{
+    if (slot->in_set && slot->events == events)
+        return 0;
+    struct epoll_event ev = {.events = events};
+    ev.data.fd = fd;
+    int op = slot->in_set ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(w->epfd, op, fd, &ev) != 0) {
+        /* the set disagrees with the slot (a socket closed behind our back) */
+        op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
+        if (op < 0 || epoll_ctl(w->epfd, op, fd, &ev) != 0) {
+            slot->in_set = false;
+            return -1;
+        }
+    }
+    slot->in_set = true;
+    slot->events = events;
+    return 0;
+}
+
+static void unwatch(px_worker_t *w, curl_socket_t fd, px_curl_fd_t *slot)
+{
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+    if (slot)
+        slot->in_set = slot->wanted = false;
+}
+
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)easy;
+    (void)socketp;
     px_worker_t *w = userp;
-    struct epoll_event ev = {0};
-    ev.data.fd = fd;
+    px_curl_fd_t *slot = curl_fd(w, fd, what != CURL_POLL_REMOVE);
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+        /* Stays in the set: a kept-alive connection is likely reused soon. */
+        if (slot)
+            slot->wanted = false;
+        else
+            unwatch(w, fd, NULL);
         return 0;
     }
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    /* socketp marks sockets already in the set */
-    if (socketp == NULL) {
+    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (slot == NULL) { /* out of memory for the table: a plain ADD/MOD */
+        struct epoll_event ev = {.events = events};
+        ev.data.fd = fd;
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
             epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
-        curl_multi_assign(w->multi, fd, w);
-    } else {
-        epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
+        return 0;
     }
-    return 0;
+    slot->wanted = true;
+    return watch(w, fd, slot, events);
+}
+
+int px_worker_close_socket(void *worker, curl_socket_t fd)
+{
+    px_curl_fd_t *slot = curl_fd(worker, fd, false);
+    if (slot) /* closing takes the socket out of the epoll set */
+        slot->in_set = slot->wanted = false;
+    return close(fd);
+}
+
+/* An event on a socket no transfer watches (an idle kept-alive connection
+ * the upstream closed, or bytes it should not have sent): out of the set;
+ * curl checks the connection before it reuses it. True if so. */
+static bool unwanted_event(px_worker_t *w, int fd)
+{
+    px_curl_fd_t *slot = curl_fd(w, fd, false);
+    if (slot == NULL || slot->wanted)
+        return false;
+    unwatch(w, fd, slot);
+    return true;
 }
 
 /* curl's timer is a deadline the loop waits for: no system call per update. */
@@ -233,6 +308,8 @@ static void *worker_main(void *arg)
                 continue;
             }
             int fd = events[i].data.fd;
+            if (unwanted_event(w, fd))
+                continue;
             int mask = (events[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                        (events[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                        (events[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
@@ -311,7 +388,8 @@ static void worker_free(px_worker_t *w)
     while (w->nidle_easy > 0)
         curl_easy_cleanup(w->idle_easy[--w->nidle_easy]);
     if (w->multi)
-        curl_multi_cleanup(w->multi);
+        curl_multi_cleanup(w->multi); /* closes through px_worker_close_socket */
+    free(w->curl_fds);
     rl_buf_free(&w->scratch);
     rl_dlp_scratch_destroy(w->dlp_scratch);
     if (w->epfd >= 0)

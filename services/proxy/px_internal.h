@@ -56,6 +56,13 @@ typedef struct px_pending {
     struct px_pending *next;
 } px_pending_t;
 
+/* A curl socket's place in the worker's epoll set. */
+typedef struct {
+    uint32_t events; /* registered in epfd (meaningful when in_set) */
+    bool in_set;
+    bool wanted; /* curl watches the socket now (a transfer uses it) */
+} px_curl_fd_t;
+
 struct px_worker {
     px_engine_t *engine;
     unsigned index;
@@ -66,6 +73,11 @@ struct px_worker {
     int64_t curl_due_ms; /* when curl wants its timeout handled; -1: no timer */
     int wake_fd;    /* eventfd: stop requests */
     CURLM *multi;
+    /* curl's sockets in epfd, by fd. An idle kept-alive upstream socket stays
+     * in the set between transfers, so reusing a connection costs no
+     * epoll_ctl; curl's close callback and an event nobody wants take it out. */
+    px_curl_fd_t *curl_fds;
+    size_t ncurl_fds;
     px_pending_t *pending; /* retries by due time */
     size_t in_flight;
     px_snapshot_t *snap;   /* the configuration this worker's new requests use */
@@ -207,6 +219,8 @@ void px_upstream_run_pending(px_worker_t *w, int64_t now_ms);
 
 /* px_engine.c */
 CURL *px_worker_easy(px_worker_t *w);
+/* CURLOPT_CLOSESOCKETFUNCTION of the worker's transfers (data: the worker). */
+int px_worker_close_socket(void *worker, curl_socket_t fd);
 void px_worker_easy_done(px_worker_t *w, CURL *easy);
 void px_worker_resume(px_request_t *req);
 void px_engine_count_status(px_engine_t *e, int status);

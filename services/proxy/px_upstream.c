@@ -283,6 +283,8 @@ rl_status_t px_upstream_start(px_request_t *req)
     const rl_buf_t *body = req->rewritten.len ? &req->rewritten : &req->body;
     curl_easy_setopt(e, CURLOPT_URL, req->upstream_url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)req);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, px_worker_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->upstream_headers);
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
     if (body->len > 0 || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||

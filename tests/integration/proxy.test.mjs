@@ -4,6 +4,7 @@
 // fail open, or closed for a tenant that asks).
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startProxyStack, watchStream } from '../lib/proxy_stack.mjs';
 import { waitFor } from '../lib/harness.mjs';
 
@@ -193,6 +194,24 @@ describe('bounds and shapes', () => {
     assert.equal(echo.body, 'raw body');
     assert.equal(echo.headers['x-custom'], 'kept');
     assert.equal(echo.query, 'x=1&y=two');
+  });
+
+  test('an upstream closing its idle kept-alive connections: the proxy stays idle and reconnects', async () => {
+    const last = async () => (await (await fetch(`${s.mock.url}/__mock/requests?path=/v1/chat`)).json()).at(-1);
+    assert.equal(await status(chat(p1, T.agentKey)), 200);
+    const first = await last();
+    assert.equal(await status(chat(p1, T.agentKey)), 200);
+    assert.equal((await last()).remote_port, first.remote_port, 'the upstream connection was kept alive');
+    assert.equal((await fetch(`${s.mock.url}/__mock/close-idle`, { method: 'POST' })).status, 200);
+    // The closed socket stays readable (EOF): a proxy still watching it
+    // would spin a worker. Measured over half a second of no traffic.
+    const ticks = () => { const f = readFileSync(`/proc/${p1.child.pid}/stat`, 'utf8').split(') ')[1].split(' '); return Number(f[11]) + Number(f[12]); };
+    const t0 = ticks();
+    await new Promise((r) => setTimeout(r, 500));
+    const used = ticks() - t0;
+    assert.ok(used < 15, `the proxy used ${used} clock ticks while idle`);
+    assert.equal(await status(chat(p1, T.agentKey)), 200);
+    assert.notEqual((await last()).remote_port, first.remote_port, 'a new upstream connection');
   });
 
   test('a client that leaves mid-stream cancels the upstream transfer', async () => {
