@@ -197,11 +197,11 @@ describe('bounds and shapes', () => {
   });
 
   test('an upstream closing its idle kept-alive connections: the proxy stays idle and reconnects', async () => {
-    const last = async () => (await (await fetch(`${s.mock.url}/__mock/requests?path=/v1/chat`)).json()).at(-1);
-    assert.equal(await status(chat(p1, T.agentKey)), 200);
-    const first = await last();
-    assert.equal(await status(chat(p1, T.agentKey)), 200);
-    assert.equal((await last()).remote_port, first.remote_port, 'the upstream connection was kept alive');
+    const recorded = async () => (await (await fetch(`${s.mock.url}/__mock/requests?path=/v1/chat`)).json());
+    for (let i = 0; i < 3; i++) assert.equal(await status(chat(p1, T.agentKey)), 200);
+    const before = await recorded();
+    const ports = new Set(before.map((r) => r.remote_port));
+    assert.ok(ports.size < before.length, 'upstream connections were kept alive and reused');
     assert.equal((await fetch(`${s.mock.url}/__mock/close-idle`, { method: 'POST' })).status, 200);
     // The closed socket stays readable (EOF): a proxy still watching it
     // would spin a worker. Measured over half a second of no traffic.
@@ -211,7 +211,7 @@ describe('bounds and shapes', () => {
     const used = ticks() - t0;
     assert.ok(used < 15, `the proxy used ${used} clock ticks while idle`);
     assert.equal(await status(chat(p1, T.agentKey)), 200);
-    assert.notEqual((await last()).remote_port, first.remote_port, 'a new upstream connection');
+    assert.ok(!ports.has((await recorded()).at(-1).remote_port), 'a new upstream connection');
   });
 
   test('a client that leaves mid-stream cancels the upstream transfer', async () => {
