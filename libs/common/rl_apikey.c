@@ -52,6 +52,11 @@ rl_status_t rl_apikey_hash(const uint8_t hash_key[32], const char *s,
     return rl_hmac_sha256(hash_key, 32, s, strlen(s), out);
 }
 
+rl_status_t rl_apikey_hash_with(rl_hmac_t *hasher, const char *s, uint8_t out[RL_APIKEY_HASH_LEN])
+{
+    return rl_hmac_compute(hasher, s, strlen(s), out);
+}
+
 void rl_apikey_display(const char *s, char *out, size_t cap)
 {
     snprintf(out, cap, "%.*s", RL_APIKEY_DISPLAY_LEN, s);

@@ -38,6 +38,10 @@ bool rl_apikey_well_formed(rl_apikey_kind_t kind, const char *s);
 rl_status_t rl_apikey_hash(const uint8_t hash_key[32], const char *s,
                            uint8_t out[RL_APIKEY_HASH_LEN]);
 
+/* The same with a keyed HMAC made once from hash_key (rl_hmac_new): what a
+ * hot path uses. */
+rl_status_t rl_apikey_hash_with(rl_hmac_t *hasher, const char *s, uint8_t out[RL_APIKEY_HASH_LEN]);
+
 /* Writes the display prefix of s ("rl_live_AbCd") into out (cap >=
  * RL_APIKEY_DISPLAY_LEN + 1). */
 void rl_apikey_display(const char *s, char *out, size_t cap);

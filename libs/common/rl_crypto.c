@@ -77,25 +77,60 @@ rl_status_t rl_sha256(const void *data, size_t len, uint8_t out[RL_SHA256_LEN])
     return RL_OK;
 }
 
-rl_status_t rl_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
-                           uint8_t out[RL_SHA256_LEN])
+struct rl_hmac {
+    EVP_MAC_CTX *ctx; /* keyed; re-initialised (same key) before each message */
+};
+
+rl_status_t rl_hmac_new(const void *key, size_t keylen, rl_hmac_t **out)
 {
     rl_status_t st = algs_ready();
     if (st != RL_OK)
         return st;
+    rl_hmac_t *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return rl_error(RL_ERR_NOMEM, "HMAC context");
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
     /* A NULL key would mean "keep the previous key" to EVP_MAC_init. */
     const unsigned char *k = keylen ? key : (const unsigned char *)"";
+    h->ctx = EVP_MAC_CTX_new(alg_hmac);
+    if (h->ctx == NULL || EVP_MAC_init(h->ctx, k, keylen, params) != 1) {
+        rl_hmac_free(h);
+        return openssl_failed("HMAC-SHA-256 key");
+    }
+    *out = h;
+    return RL_OK;
+}
+
+rl_status_t rl_hmac_compute(rl_hmac_t *h, const void *data, size_t len,
+                            uint8_t out[RL_SHA256_LEN])
+{
     size_t n = 0;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(alg_hmac);
-    int ok = ctx != NULL && EVP_MAC_init(ctx, k, keylen, params) == 1 &&
-             EVP_MAC_update(ctx, len ? data : "", len) == 1 &&
-             EVP_MAC_final(ctx, out, &n, RL_SHA256_LEN) == 1 && n == RL_SHA256_LEN;
-    EVP_MAC_CTX_free(ctx);
+    int ok = EVP_MAC_init(h->ctx, NULL, 0, NULL) == 1 && /* same key, fresh state */
+             EVP_MAC_update(h->ctx, len ? data : "", len) == 1 &&
+             EVP_MAC_final(h->ctx, out, &n, RL_SHA256_LEN) == 1 && n == RL_SHA256_LEN;
     return ok ? RL_OK : openssl_failed("HMAC-SHA-256");
+}
+
+void rl_hmac_free(rl_hmac_t *h)
+{
+    if (h == NULL)
+        return;
+    EVP_MAC_CTX_free(h->ctx);
+    free(h);
+}
+
+rl_status_t rl_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                           uint8_t out[RL_SHA256_LEN])
+{
+    rl_hmac_t *h = NULL;
+    rl_status_t st = rl_hmac_new(key, keylen, &h);
+    if (st == RL_OK)
+        st = rl_hmac_compute(h, data, len, out);
+    rl_hmac_free(h);
+    return st;
 }
 
 bool rl_ct_equal(const void *a, const void *b, size_t n)

@@ -50,6 +50,20 @@ rl_status_t rl_sha256(const void *data, size_t len, uint8_t out[RL_SHA256_LEN]);
 rl_status_t rl_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
                            uint8_t out[RL_SHA256_LEN]);
 
+/* An HMAC-SHA-256 key set up once, for hashing many messages under it: each
+ * use skips OpenSSL's digest lookup and key schedule (about 0.9 -> 0.2 us for
+ * an API key). One owner; not for concurrent use (one per thread). */
+typedef struct rl_hmac rl_hmac_t;
+
+/* *out receives a keyed HMAC; key may be NULL when keylen is 0. */
+rl_status_t rl_hmac_new(const void *key, size_t keylen, rl_hmac_t **out);
+
+/* Writes HMAC-SHA-256(h's key, data) to out; data may be NULL when len is 0. */
+rl_status_t rl_hmac_compute(rl_hmac_t *h, const void *data, size_t len,
+                            uint8_t out[RL_SHA256_LEN]);
+
+void rl_hmac_free(rl_hmac_t *h);
+
 /* True when the n bytes at a and b are equal; the time taken depends on n
  * only. Use it for every comparison of a secret or a MAC. */
 bool rl_ct_equal(const void *a, const void *b, size_t n);

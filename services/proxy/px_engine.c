@@ -342,6 +342,9 @@ static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_s
     rl_buf_init(&w->scratch, 64 * 1024);
     if (w->epfd < 0 || w->wake_fd < 0)
         return rl_error(RL_ERR_IO, "epoll/eventfd: %s", strerror(errno));
+    rl_status_t st = rl_hmac_new(e->opts.hash_key, 32, &w->key_hasher);
+    if (st != RL_OK)
+        return st;
 
     unsigned per_worker = e->opts.max_connections / e->nworkers;
     if (per_worker < 16)
@@ -391,6 +394,7 @@ static void worker_free(px_worker_t *w)
         curl_multi_cleanup(w->multi); /* closes through px_worker_close_socket */
     free(w->curl_fds);
     rl_buf_free(&w->scratch);
+    rl_hmac_free(w->key_hasher);
     rl_dlp_scratch_destroy(w->dlp_scratch);
     if (w->epfd >= 0)
         close(w->epfd);

@@ -15,6 +15,7 @@
 #include "px_trace.h"
 #include "px_types.h"
 #include "rl_buf.h"
+#include "rl_crypto.h"
 #include "rl_dlp.h"
 
 typedef struct px_worker px_worker_t;
@@ -84,6 +85,7 @@ struct px_worker {
     CURL *idle_easy[64];   /* easy handles kept for reuse (their state is reset) */
     size_t nidle_easy;
     rl_buf_t scratch;      /* reusable buffer for error bodies */
+    rl_hmac_t *key_hasher; /* HMAC under the engine's hash_key: presented API keys */
     rl_dlp_scratch_t *dlp_scratch; /* PCRE2 state for this worker's scans; created lazily */
 };
 

@@ -205,8 +205,8 @@ static bool authenticate(px_request_t *req)
     const px_key_t *k = NULL;
     if (rl_apikey_well_formed(RL_APIKEY_AGENT, key)) {
         uint8_t hash[RL_APIKEY_HASH_LEN];
-        rl_apikey_hash(e->opts.hash_key, key, hash);
-        k = px_snapshot_find_key(req->snap, hash);
+        if (rl_apikey_hash_with(req->worker->key_hasher, key, hash) == RL_OK)
+            k = px_snapshot_find_key(req->snap, hash);
     }
     if (k && k->expires_at_ms > 0 && k->expires_at_ms <= px_wall_us() / 1000)
         k = NULL;

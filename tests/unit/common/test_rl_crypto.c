@@ -85,6 +85,16 @@ static void test_hmac_rfc4231(void **state)
             d = data;
         assert_int_equal(rl_hmac_sha256(key, keylen, d, dlen, mac), RL_OK);
         assert_digest(mac, strlen(cases[i].mac_hex) / 2, cases[i].mac_hex);
+        /* a keyed context gives the same MAC every time it is reused */
+        rl_hmac_t *h = NULL;
+        assert_int_equal(rl_hmac_new(key, keylen, &h), RL_OK);
+        for (int round = 0; round < 3; round++) {
+            memset(mac, 0, sizeof mac);
+            assert_int_equal(rl_hmac_compute(h, "other message", 13, mac), RL_OK);
+            assert_int_equal(rl_hmac_compute(h, d, dlen, mac), RL_OK);
+            assert_digest(mac, strlen(cases[i].mac_hex) / 2, cases[i].mac_hex);
+        }
+        rl_hmac_free(h);
     }
 }
 
