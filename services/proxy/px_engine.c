@@ -395,6 +395,7 @@ static void worker_free(px_worker_t *w)
     free(w->curl_fds);
     rl_buf_free(&w->scratch);
     rl_hmac_free(w->key_hasher);
+    px_request_pool_free(w);
     rl_dlp_scratch_destroy(w->dlp_scratch);
     if (w->epfd >= 0)
         close(w->epfd);

@@ -86,6 +86,8 @@ struct px_worker {
     size_t nidle_easy;
     rl_buf_t scratch;      /* reusable buffer for error bodies */
     rl_hmac_t *key_hasher; /* HMAC under the engine's hash_key: presented API keys */
+    px_request_t *free_requests; /* recycled px_request_t (px_request.c) */
+    size_t nfree_requests;
     rl_dlp_scratch_t *dlp_scratch; /* PCRE2 state for this worker's scans; created lazily */
 };
 
@@ -172,11 +174,15 @@ struct px_request {
     bool resp_findings;      /* the response had findings: its trace copy is redacted or dropped */
     px_stream_guard_t *guard; /* DLP over a streamed response; NULL when none */
     bool dlp_cut;            /* the response was cut by DLP: the transfer ended on purpose */
+
+    px_request_t *next_free; /* in the worker's pool of recycled requests */
 };
 
 /* px_request.c */
 px_request_t *px_request_new(px_worker_t *w, const char *uri);
 void px_request_free(px_request_t *req);
+/* Frees the worker's pool of recycled requests. */
+void px_request_pool_free(px_worker_t *w);
 enum MHD_Result px_request_handle(px_request_t *req, struct MHD_Connection *conn,
                                   const char *method, const char *upload, size_t *upload_size);
 void px_request_completed(px_request_t *req, enum MHD_RequestTerminationCode toe);

@@ -37,6 +37,10 @@ typedef struct {
     int64_t estimated_input_tokens; /* a cheap estimate (bytes of text / 4) for limits */
 } px_request_info_t;
 
+/* Empties info without touching its tool_calls array (ntool_calls governs
+ * it; each entry is cleared when added): 12 KB not written per request. */
+void px_request_info_reset(px_request_info_t *info);
+
 /* Classifies method + path (query string excluded) for a gate of kind. */
 px_proto_t px_protocol_of(px_kind_t kind, const char *path);
 

@@ -897,11 +897,25 @@ static rl_status_t prepare_mcp(const char *method, const char *body, size_t len,
     return st;
 }
 
+void px_request_info_reset(px_request_info_t *info)
+{
+    info->proto = 0;
+    info->action = 0;
+    info->model[0] = '\0';
+    info->stream = false;
+    info->usage_injected = false;
+    info->mcp_method[0] = '\0';
+    info->mcp_id[0] = '\0';
+    info->tool_name[0] = '\0';
+    info->ntool_calls = 0;
+    info->estimated_input_tokens = 0;
+}
+
 rl_status_t px_protocol_prepare(const char *method, const char *path, const char *body, size_t len,
                                 const px_gate_t *gate, px_kind_t kind, px_request_info_t *info,
                                 rl_buf_t *rewritten)
 {
-    memset(info, 0, sizeof *info);
+    px_request_info_reset(info);
     endpoint_t ep = endpoint_of(kind, path);
     info->proto = proto_of(kind, ep);
     info->action = PX_ACTION_HTTP;

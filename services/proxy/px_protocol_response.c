@@ -2,6 +2,7 @@
  * and reads usage, tool calls and the model on the way, for SSE streams
  * (event by event) and JSON bodies (a scan of the top-level object that
  * keeps only the members it reads). See docs/protocols.md. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -739,9 +740,14 @@ static void read_json_body(px_response_t *r)
 rl_status_t px_response_create(const px_request_info_t *info, int status, bool sse,
                                px_response_t **out)
 {
-    px_response_t *r = calloc(1, sizeof *r);
+    /* acc[] and calls[] (most of the struct) are cleared entry by entry as
+     * they fill: only what precedes them is zeroed. */
+    px_response_t *r = malloc(sizeof *r);
     if (r == NULL)
         return rl_error(RL_ERR_NOMEM, "response parser allocation failed");
+    memset(r, 0, offsetof(px_response_t, acc));
+    r->nacc = 0;
+    r->ncalls = 0;
     r->proto = info ? info->proto : PX_PROTO_HTTP;
     r->action = info ? info->action : PX_ACTION_HTTP;
     r->usage_injected = info && info->usage_injected;

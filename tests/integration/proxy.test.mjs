@@ -214,6 +214,46 @@ describe('bounds and shapes', () => {
     assert.ok(!ports.has((await recorded()).at(-1).remote_port), 'a new upstream connection');
   });
 
+  test('a recycled request keeps nothing of the one before it (tool calls, user, session, model)', async () => {
+    // Requests on one kept-alive connection meet the same worker, whose pool
+    // hands the previous request's memory to the next one.
+    const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
+    try {
+      const withTools = {
+        model: 'gpt-4o',
+        messages: [
+          { role: 'user', content: 'weather?' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'call_r1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] },
+          { role: 'tool', tool_call_id: 'call_r1', content: 'sunny' },
+        ],
+      };
+      const ids = [];
+      for (let i = 0; i < 20; i++) {
+        const r = i % 2
+          ? await chat(p1, T.agentKey)
+          : await chat(p1, T.agentKey, withTools, { 'X-RenLayer-User': 'u-tools', 'X-RenLayer-Session': 's-tools' });
+        assert.equal(r.status, 200);
+        await r.arrayBuffer();
+        ids.push(r.headers.get('x-renlayer-trace-id'));
+      }
+      for (let i = 0; i < ids.length; i++) {
+        const t = await traces.find((x) => x.trace_id === ids[i], `trace ${i}`);
+        if (i % 2) {
+          assert.deepEqual(t.tool_calls, [], `trace ${i} has no tool calls`);
+          assert.equal(t.user ?? null, null);
+          assert.equal(t.session_id ?? null, null);
+          assert.equal(t.model, 'gpt-4o-mini');
+        } else {
+          assert.ok(t.tool_calls.some((c) => c.phase === 'result' && c.id === 'call_r1'));
+          assert.equal(t.user, 'u-tools');
+          assert.equal(t.model, 'gpt-4o');
+        }
+      }
+    } finally {
+      await traces.close();
+    }
+  });
+
   test('a client that leaves mid-stream cancels the upstream transfer', async () => {
     const ctrl = new AbortController();
     const r = await fetch(`${p1.url}/v1/chat/completions`, {
