@@ -37,6 +37,11 @@ typedef struct {
     unsigned lead;     /* most bytes a match may start before that literal */
     bool short_only;   /* the stems are words of prose too: a prefilter only on texts
                         * under STEM_PROSE_MAX bytes (longer ones contain them anyway) */
+    /* A stem occurrence that can be part of a match (its neighbours), or NULL:
+     * '.' and ':' are everywhere in JSON, an address's are between digits. */
+    bool (*stem_ok)(const char *s, size_t len, size_t at);
+    unsigned min_digits; /* every match holds at least this many ASCII digits:
+                          * a whole text with fewer is not searched */
 } pattern_t;
 
 /* Left edge: not preceded by the given characters, or preceded by a JSON
@@ -606,61 +611,84 @@ static const builtin_info_t builtin_info[RL_DLP_BUILTIN_COUNT] = {
     [RL_DLP_SOURCE_CODE] = {"SOURCE_CODE", RL_DLP_SEVERITY_LOW, RL_DLP_ACTION_WARN, 0},
 };
 
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_hex_or_colon(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':';
+}
+
+/* IPv4: its first '.' has a digit on each side. */
+static bool dot_between_digits(const char *s, size_t len, size_t at)
+{
+    return at > 0 && at + 1 < len && is_digit(s[at - 1]) && is_digit(s[at + 1]);
+}
+
+/* IPv6: within 5 bytes of its start there is a ':' with a hex digit or a
+ * ':' on each side (the second colon of "::1", the first of "fe80::1"). */
+static bool colon_in_address(const char *s, size_t len, size_t at)
+{
+    return at > 0 && at + 1 < len && is_hex_or_colon(s[at - 1]) && is_hex_or_colon(s[at + 1]);
+}
+
 static const pattern_t patterns[] = {
     /* EMAIL: local@domain.tld, no "git@host:" remotes */
     {RL_DLP_EMAIL,
      LB(ALNUM "._%+\\-") "(?!git@)[A-Za-z0-9](?:[A-Za-z0-9._%+\\-]{0,62}[A-Za-z0-9_%+\\-])?@"
                          "(?:[A-Za-z0-9](?:[A-Za-z0-9\\-]{0,61}[A-Za-z0-9])?\\.){1,8}"
                          "[A-Za-z]{2,24}(?![A-Za-z0-9\\-_]|\\.[A-Za-z0-9])",
-     0, check_email, "@", 64, false},
+     0, check_email, "@", 64, false, NULL, 0},
 
     /* PHONE: +CC international, NANP with separators, bare NANP after a phone word */
     {RL_DLP_PHONE,
      LB(ALNUM "+_") "\\+[1-9][0-9]{0,3}+(?:[ .\\-]?+(?:\\([0-9]{1,4}+\\)|[0-9]{1,6}+)){1,6}+"
                     "(?![0-9A-Za-z_]|[.\\-][0-9])",
-     0, check_phone_intl, NULL, 0, false},
+     0, check_phone_intl, NULL, 0, false, NULL, 9},
     {RL_DLP_PHONE,
      LB(ALNUM "+\\-._") "(?:1[ .\\-])?(?:\\([2-9][0-9]{2}\\) ?|[2-9][0-9]{2}[ .\\-])"
                         "[2-9][0-9]{2}[ .\\-][0-9]{4}(?![0-9A-Za-z_]|[.\\-][0-9])",
-     0, check_phone_nanp, NULL, 0, false},
+     0, check_phone_nanp, NULL, 0, false, NULL, 10},
     {RL_DLP_PHONE, LB(ALNUM "+\\-._") "1?[2-9][0-9]{2}[2-9][0-9]{6}(?![0-9A-Za-z_]|[.\\-][0-9])", 0,
-     check_phone_bare, NULL, 0, false},
+     check_phone_bare, NULL, 0, false, NULL, 10},
 
     /* US_SSN: AAA-GG-SSSS; spaced or bare only after an SSN word */
     {RL_DLP_US_SSN, LB(ALNUM "\\-_.") "[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9A-Za-z_]|-[0-9])", 0,
-     check_ssn, NULL, 0, false},
+     check_ssn, NULL, 0, false, NULL, 9},
     {RL_DLP_US_SSN,
      LB(ALNUM "\\-_.") "[0-9]{3}(?: [0-9]{2} |[0-9]{2})[0-9]{4}(?![0-9A-Za-z_]|[ \\-][0-9])", 0,
-     check_ssn_context, NULL, 0, false},
+     check_ssn_context, NULL, 0, false, NULL, 9},
 
     /* CREDIT_CARD: 4-4-4-4(-3), 4-6-5 / 4-6-4, or 12..19 bare digits */
     {RL_DLP_CREDIT_CARD,
      LB(ALNUM "\\-_.") "(?:[0-9]{4}([ \\-]?)[0-9]{4}\\1[0-9]{4}\\1[0-9]{4}(?:\\1[0-9]{3})?"
                        "|[0-9]{4}([ \\-])[0-9]{6}\\2[0-9]{4,5}|[0-9]{12,19})"
                        "(?![0-9A-Za-z_]|[ \\-.][0-9])",
-     0, check_card, NULL, 0, false},
+     0, check_card, NULL, 0, false, NULL, 12},
 
     /* IBAN: compact or in groups of four */
     {RL_DLP_IBAN,
      LB(ALNUM "_") "[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"
                    "(?![A-Za-z0-9_])",
-     0, check_iban, NULL, 0, false},
+     0, check_iban, NULL, 0, false, NULL, 2},
 
     /* IP_ADDRESS: IPv4 dotted quad, IPv6 */
     {RL_DLP_IP_ADDRESS,
      LB(ALNUM "._\\-") "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}"
                        "(?![0-9A-Za-z_\\-]|\\.[0-9])",
-     0, check_ipv4, ".", 3, false},
+     0, check_ipv4, ".", 3, false, dot_between_digits, 4},
     {RL_DLP_IP_ADDRESS,
      LB(ALNUM ":._") "(?:[0-9A-Fa-f]{1,4}|:)(?::[0-9A-Fa-f]{0,4}){2,7}(?:\\.[0-9]{1,3}){0,3}"
                      "(?![0-9A-Za-z_:])",
-     0, check_ipv6, ":", 5, false},
+     0, check_ipv6, ":", 5, false, colon_in_address, 0},
 
     /* AWS_ACCESS_KEY: access key ids by prefix */
     {RL_DLP_AWS_ACCESS_KEY,
      LB(ALNUM "_") "(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA|APKA)[A-Z0-9]{16}"
                    "(?![A-Za-z0-9_])",
-     0, check_aws_id, NULL, 0, false},
+     0, check_aws_id, NULL, 0, false, NULL, 0},
 
     /* AWS_SECRET_KEY: 40 base64 characters after an AWS secret key name, or
      * after an access key id (credentials.csv, "id / secret" pairs) */
@@ -668,64 +696,64 @@ static const pattern_t patterns[] = {
      "(?i:(?:aws|amazon)[a-z0-9_.\\- ]{0,24}?(?:secret|private)[a-z0-9_.\\- ]{0,16}?"
      "|secret_?access_?key|secretaccesskey)" SEP_VALUE
      "(?-i:([A-Za-z0-9/+]{40}))(?![A-Za-z0-9/+=])",
-     1, check_aws_secret, NULL, 0, false},
+     1, check_aws_secret, NULL, 0, false, NULL, 0},
     {RL_DLP_AWS_SECRET_KEY,
      "(?:AKIA|ASIA)[A-Z0-9]{16}(?:[\\s,;:|\"'=]|\\\\[nrt\"]){1,12}"
      "(?:[A-Za-z_ ]{1,40}(?:[\\s,;:|\"'=]|\\\\[nrt\"]){1,6})?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
-     1, check_aws_secret, NULL, 0, false},
+     1, check_aws_secret, NULL, 0, false, NULL, 0},
 
     /* GITHUB_TOKEN: classic (ghp_ gho_ ghu_ ghs_ ghr_) and fine-grained */
     {RL_DLP_GITHUB_TOKEN,
      LB(ALNUM "_") "(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})"
                    "(?![A-Za-z0-9_])",
-     0, check_github, NULL, 0, false},
+     0, check_github, NULL, 0, false, NULL, 0},
 
     /* SLACK_TOKEN: xoxb/xoxp/xoxa/xoxo/xoxs/xoxr, xoxe refresh, xapp, webhooks */
     {RL_DLP_SLACK_TOKEN,
      LB(ALNUM "_\\-") "(?:xox[abposr]-[0-9]{6,15}-[0-9A-Za-z\\-]{8,200}"
                       "|xoxe(?:\\.xox[bp])?-[0-9]-[A-Za-z0-9\\-]{40,250}"
                       "|xapp-[0-9]-[A-Z0-9]{8,14}-[0-9]{8,15}-[a-f0-9]{32,80})(?![A-Za-z0-9_\\-])",
-     0, check_slack, NULL, 0, false},
+     0, check_slack, NULL, 0, false, NULL, 0},
     {RL_DLP_SLACK_TOKEN,
      "https://hooks\\.slack\\.com/(?:services|workflows|triggers)/T[A-Z0-9]{6,12}/[A-Z0-9]{6,14}/"
      "[A-Za-z0-9]{20,40}(?![A-Za-z0-9])",
-     0, check_slack, NULL, 0, false},
+     0, check_slack, NULL, 0, false, NULL, 0},
 
     /* STRIPE_KEY: secret and restricted keys (live and test), webhook secrets */
     {RL_DLP_STRIPE_KEY,
      LB(ALNUM "_") "(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{24,247}|whsec_[A-Za-z0-9+/=]{32,100})"
                    "(?![A-Za-z0-9_])",
-     0, check_stripe, NULL, 0, false},
+     0, check_stripe, NULL, 0, false, NULL, 0},
 
     /* OPENAI_KEY: project, service-account, admin and legacy keys */
     {RL_DLP_OPENAI_KEY,
      LB(ALNUM "_\\-") "sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\\-]{40,250}"
                       "|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{48})"
                       "(?![A-Za-z0-9_\\-])",
-     0, check_openai, NULL, 0, false},
+     0, check_openai, NULL, 0, false, NULL, 0},
 
     /* ANTHROPIC_KEY */
     {RL_DLP_ANTHROPIC_KEY,
      LB(ALNUM "_\\-") "sk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_\\-]{32,250}"
                       "(?![A-Za-z0-9_\\-])",
-     0, check_anthropic, NULL, 0, false},
+     0, check_anthropic, NULL, 0, false, NULL, 0},
 
     /* GOOGLE_API_KEY */
     {RL_DLP_GOOGLE_API_KEY, LB(ALNUM "_\\-") "AIza[0-9A-Za-z_\\-]{35}(?![A-Za-z0-9_\\-])", 0,
-     check_google, NULL, 0, false},
+     check_google, NULL, 0, false, NULL, 0},
 
     /* PRIVATE_KEY: PEM/OpenSSH/PGP header, through the matching footer when it
      * follows within 8 KiB */
     {RL_DLP_PRIVATE_KEY,
      "-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY((?: BLOCK)?)-----"
      "(?:[\\s\\S]{0,8192}?-----END \\1PRIVATE KEY\\2-----)?",
-     0, check_private_key, NULL, 0, false},
+     0, check_private_key, NULL, 0, false, NULL, 0},
 
     /* JWT: header.payload.signature, header "eyJ" (base64url of '{"') */
     {RL_DLP_JWT,
      LB(ALNUM "_\\-") "eyJ[A-Za-z0-9_\\-]{5,2000}\\.[A-Za-z0-9_\\-]{2,4000}\\."
                       "[A-Za-z0-9_\\-]{16,1000}(?![A-Za-z0-9_\\-]|\\.[A-Za-z0-9_\\-])",
-     0, check_jwt, NULL, 0, false},
+     0, check_jwt, NULL, 0, false, NULL, 0},
 
     /* GENERIC_SECRET: a secret-named key with a random-looking value; a
      * bearer token; the password of a URL */
@@ -735,55 +763,55 @@ static const pattern_t patterns[] = {
      "|auth[_\\-]?key|private[_\\-]?key|client[_\\-]?secret|credentials?)"
      "(?:[_.\\-](?:key|value|base|secret|token|str|b64|hex))?(?![A-Za-z0-9])" SEP_VALUE
      "([" VALUE_CHARS "]{8,256}+)(?![(\\[{<:" VALUE_CHARS "])",
-     1, secret_value, NULL, 0, false},
+     1, secret_value, NULL, 0, false, NULL, 0},
     {RL_DLP_GENERIC_SECRET,
      "(?i)(?<![A-Za-z0-9])bearer\\s+([A-Za-z0-9_\\-+/=.~]{20,512}+)(?![A-Za-z0-9_\\-+/=.~])", 1,
-     check_bearer, NULL, 0, false},
+     check_bearer, NULL, 0, false, NULL, 0},
     {RL_DLP_GENERIC_SECRET,
      "(?i)(?<![A-Za-z0-9+.\\-])[a-z][a-z0-9+.\\-]{1,15}://[^\\s:/@\"'\\\\]{1,64}:"
      "([^\\s:/@\"'\\\\]{6,128})@",
-     1, check_url_password, "://", 16, false},
+     1, check_url_password, "://", 16, false, NULL, 0},
 
     /* SOURCE_CODE: lines only code has */
     {RL_DLP_SOURCE_CODE, "#include\\s*[<\"][A-Za-z0-9_./\\-]{1,100}[>\"]", 0, NULL, "#include", 0,
-     false},
+     false, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "def [A-Za-z_][A-Za-z0-9_]{0,60}\\([^()]{0,200}\\)"
                       "(?:\\s*->\\s*[A-Za-z0-9_\\[\\], .|]{1,60})?:",
-     0, NULL, "def ", 0, true},
+     0, NULL, "def ", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "class [A-Z][A-Za-z0-9_]{0,60}(?:\\([A-Za-z0-9_., "
                       "]{0,100}\\))?:(?=\\s|\\\\n)",
-     0, NULL, "class ", 0, true},
+     0, NULL, "class ", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:public|private|protected|internal)"
                       "(?:\\s+(?:static|final|abstract|async|override|virtual|synchronized))*"
                       "\\s+[A-Za-z_][A-Za-z0-9_<>\\[\\],.? "
                       "]{0,60}?\\s+[A-Za-z_][A-Za-z0-9_]{0,60}\\s*"
                       "\\([^()]{0,200}\\)\\s*(?:throws\\s+[A-Za-z0-9_., ]{1,80})?\\{",
-     0, NULL, "public|private|protected|internal", 0, true},
+     0, NULL, "public|private|protected|internal", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_$") "function\\s*\\*?\\s*[A-Za-z_$][A-Za-z0-9_$]{0,60}\\s*\\([^()]{0,200}\\)"
                        "\\s*\\{",
-     0, NULL, "function", 0, true},
+     0, NULL, "function", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_$") "(?:const|let|var)\\s+[A-Za-z_$][A-Za-z0-9_$]{0,60}\\s*=\\s*"
                        "(?:async\\s+)?(?:\\([^()]{0,200}\\)|[A-Za-z_$][A-Za-z0-9_$]{0,60})\\s*=>",
-     0, NULL, "const|let|var", 0, true},
+     0, NULL, "const|let|var", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "func\\s+(?:\\([^()]{0,100}\\)\\s*)?[A-Za-z_][A-Za-z0-9_]{0,60}\\s*"
                       "\\([^()]{0,200}\\)[^{}\\n]{0,100}\\{",
-     0, NULL, "func", 0, true},
+     0, NULL, "func", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "fn\\s+[a-z_][A-Za-z0-9_]{0,60}"
                       "(?:<[^<>]{0,100}>)?\\s*\\([^()]{0,200}\\)(?:\\s*->\\s*[^{};]{1,100})?\\s*"
                       "\\{",
-     0, NULL, "fn", 0, true},
+     0, NULL, "fn", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:class|interface|struct|enum|trait)\\s+[A-Z][A-Za-z0-9_]{0,60}"
                       "(?:<[^<>]{0,100}>)?(?:\\s*(?:extends|implements|:)\\s*[A-Za-z0-9_<>., "
                       "]{1,120})?\\s*\\{",
-     0, NULL, "class|interface|struct|enum|trait", 0, true},
+     0, NULL, "class|interface|struct|enum|trait", 0, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      "(?m)(?:^|(?<=\\\\n))[ \\t]{0,16}(?:from[ \\t]{1,4}[A-Za-z_][A-Za-z0-9_.]{0,80}[ \\t]{1,4}"
      "import[ \\t]{1,4}[A-Za-z_*][A-Za-z0-9_, *]{0,120}"
@@ -792,12 +820,12 @@ static const pattern_t patterns[] = {
      "|\\*\\s+as\\s+[A-Za-z_$][A-Za-z0-9_$]{0,60})\\s+from\\s+['\"][^'\"]{1,200}['\"];?"
      "|package\\s+[a-z][A-Za-z0-9_.]{0,100};?|using\\s+[A-Z][A-Za-z0-9_.]{0,100};)"
      "[ \\t]*(?=$|\\\\n|\\r)",
-     0, NULL, "from|import|package|using", 16, true},
+     0, NULL, "from|import|package|using", 16, true, NULL, 0},
     {RL_DLP_SOURCE_CODE,
      LB("A-Za-z0-9_") "(?:int|void)[ \\t]{1,8}main\\s*\\([^()]{0,100}\\)\\s*\\{", 0, NULL, "main",
-     12, true},
+     12, true, NULL, 0},
     {RL_DLP_SOURCE_CODE, "#!/(?:usr/)?(?:local/)?bin/(?:env\\s+)?[a-z0-9]{2,20}", 0, NULL, "#!/", 0,
-     false},
+     false, NULL, 0},
 };
 
 #define PATTERN_COUNT (sizeof patterns / sizeof patterns[0])
@@ -1448,11 +1476,13 @@ typedef struct {
     size_t at[STEMS_MAX]; /* next occurrence (SIZE_MAX: none), valid while >= from[] */
     size_t from[STEMS_MAX];
     size_t count;
+    bool (*ok)(const char *s, size_t len, size_t at); /* pattern_t.stem_ok */
 } stems_t;
 
-static bool stems_init(stems_t *st, const char *spec)
+static bool stems_init(stems_t *st, const char *spec, bool (*ok)(const char *, size_t, size_t))
 {
     st->count = 0;
+    st->ok = ok;
     for (const char *p = spec; *p && st->count < STEMS_MAX;) {
         const char *bar = strchr(p, '|');
         size_t n = bar ? (size_t)(bar - p) : strlen(p);
@@ -1501,6 +1531,8 @@ static size_t stems_next(stems_t *st, const char *s, size_t len, size_t pos)
         if (st->from[i] == SIZE_MAX || st->from[i] > pos ||
             (st->at[i] != SIZE_MAX && st->at[i] < pos)) {
             const char *q = find_stem(s + pos, len - pos, st->lit[i], st->n[i]);
+            while (q && st->ok && !st->ok(s, len, (size_t)(q - s)))
+                q = find_stem(q + 1, (size_t)(s + len - q - 1), st->lit[i], st->n[i]);
             st->at[i] = q ? (size_t)(q - s) : SIZE_MAX;
             st->from[i] = pos;
         }
@@ -1510,14 +1542,37 @@ static size_t stems_next(stems_t *st, const char *s, size_t len, size_t pos)
     return best;
 }
 
+/* ASCII digits in s[0..n), eight bytes at a time: in t = byte ^ '0' a
+ * digit is a byte below 10, i.e. one whose high bit is clear in t and in
+ * (t | 0x80) - 10 (no borrow crosses bytes: each is at least 0x80). */
+static size_t count_digits(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    size_t k = 0, i = 0;
+    while (i + 8 <= n) {
+        uint64_t per_byte = 0; /* digits per byte lane: at most 31 each */
+        for (int w8 = 0; w8 < 31 && i + 8 <= n; w8++, i += 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            uint64_t t = w ^ (ones * '0');
+            per_byte += (~((t | high) - ones * 10) & ~t & high) >> 7;
+        }
+        k += (size_t)((per_byte * ones) >> 56); /* the lanes' sum, at most 248 */
+    }
+    for (; i < n; i++)
+        k += (unsigned char)(s[i] - '0') < 10;
+    return k;
+}
+
 /* Searches rule r over subj[0..len) from pos; candidates (offsets + base)
  * go to out. final: the subject is complete. Otherwise the search is
  * partial-hard and stops at the first candidate that touches the end of
  * the subject. *resume: where this rule's next search must start (relative):
- * that candidate's start, or len. */
+ * that candidate's start, or len. digits: count_digits of the whole
+ * subject, or SIZE_MAX when not counted. */
 static rl_status_t search(const rule_t *r, uint32_t ri, const char *subj, size_t len, size_t pos,
-                          bool final, size_t base, rl_dlp_scratch_t *sc, cands_t *out,
-                          size_t *resume)
+                          bool final, size_t base, size_t digits, rl_dlp_scratch_t *sc,
+                          cands_t *out, size_t *resume)
 {
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
     uint32_t opts = final ? 0 : PCRE2_PARTIAL_HARD;
@@ -1529,10 +1584,13 @@ static rl_status_t search(const rule_t *r, uint32_t ri, const char *subj, size_t
             return st;
         mc = sc->mc_big;
     }
+    *resume = len;
+    if (final && p != NULL && digits < p->min_digits)
+        return RL_OK; /* too few digits for any match */
     stems_t stems = {.count = 0};
     bool prefilter = final && p != NULL && p->stems != NULL &&
-                     (!p->short_only || len < STEM_PROSE_MAX) && stems_init(&stems, p->stems);
-    *resume = len;
+                     (!p->short_only || len < STEM_PROSE_MAX) &&
+                     stems_init(&stems, p->stems, p->stem_ok);
     while (pos <= len) {
         if (prefilter) {
             size_t qp = stems_next(&stems, subj, len, pos);
@@ -1645,12 +1703,14 @@ rl_status_t rl_dlp_scan(const rl_dlp_engine_t *e, rl_dlp_scope_t where, const ch
         text = "";
     cands_t c = {0};
     rl_status_t result = RL_OK;
+    size_t digits = count_digits(text, len);
     for (size_t i = 0; i < e->nrules; i++) {
         const rule_t *r = &e->rules[i];
         if (!(r->scope & (unsigned)where))
             continue;
         size_t resume;
-        rl_status_t st = search(r, (uint32_t)i, text, len, 0, true, 0, scratch, &c, &resume);
+        rl_status_t st =
+            search(r, (uint32_t)i, text, len, 0, true, 0, digits, scratch, &c, &resume);
         if (st == RL_ERR_TIMEOUT && result == RL_OK) {
             result = st; /* keep scanning with the other rules */
         } else if (st != RL_OK && st != RL_ERR_TIMEOUT) {
@@ -1882,11 +1942,13 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
         if (from > rlen)
             from = rlen;
         rl_status_t st =
-            search(r, (uint32_t)i, buf, rlen, from, final, s->base, sc, &s->pending, &resume);
+            search(r, (uint32_t)i, buf, rlen, from, final, s->base, SIZE_MAX, sc, &s->pending,
+                   &resume);
         if (st == RL_OK && !final && s->base + resume + RL_DLP_STREAM_HOLD_MAX < s->total) {
             /* held too long: decide the candidate on what has arrived */
             size_t ignored;
-            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, sc, &s->pending, &ignored);
+            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, SIZE_MAX, sc, &s->pending,
+                        &ignored);
             resume = len;
         }
         if (st == RL_ERR_TIMEOUT) {

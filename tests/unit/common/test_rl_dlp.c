@@ -79,6 +79,43 @@ static void expect_none(const rl_dlp_engine_t *e, const char *s, const char *det
         fail_msg("%s: %zu unexpected findings in \"%s\"", det ? det : "any", n, s);
 }
 
+/* The digit-count gate and the '.'/':' stem filters only skip texts that
+ * cannot match: values with exactly the fewest digits their detector needs
+ * are found at every alignment of the text (the digit count reads 8 bytes
+ * at a time), after multi-byte UTF-8 and after JSON full of '.' and ':'. */
+static void prefilters_keep_every_match(void **state)
+{
+    (void)state;
+    rl_dlp_engine_t *e = default_engine();
+    static const struct {
+        const char *text, *det, *want;
+    } cases[] = {
+        {"SSN 536-22-1234.", "US_SSN", "536-22-1234"},            /* 9 digits */
+        {"call (415) 867-2671 now", "PHONE", "(415) 867-2671"},   /* 10 */
+        {"tel +44 20 7946 1234.", "PHONE", "+44 20 7946 1234"},   /* 12 */
+        {"card 4539 5787 6362 1486 exp", "CREDIT_CARD", "4539 5787 6362 1486"},
+        {"IBAN BE68 5390 0754 7034 THEN pay", "IBAN", "BE68 5390 0754 7034"},
+        {"host 10.20.30.40:5432", "IP_ADDRESS", "10.20.30.40"},    /* 8 */
+        {"{\"a\":\"b\",\"v6\":\"2a00:1450:4001:81c::200e\"}", "IP_ADDRESS",
+         "2a00:1450:4001:81c::200e"},
+        {"{\"a\":\"b\",\"v6\":\"fd12:3456:789a::1\"}", "IP_ADDRESS", "fd12:3456:789a::1"},
+    };
+    char text[1024];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t pad = 0; pad < 300; pad += 1 + pad / 16) {
+            size_t n = 0;
+            for (size_t i = 0; i < pad; i++) /* prose with "é" and JSON punctuation */
+                n += (size_t)snprintf(text + n, sizeof text - n, "%s",
+                                      i % 7 == 3 ? "\xc3\xa9" : i % 5 == 1 ? ":" : i % 9 == 2 ? "." : "x");
+            snprintf(text + n, sizeof text - n, " %s", cases[c].text);
+            expect_one(e, text, cases[c].det, cases[c].want);
+        }
+    /* below the fewest digits: nothing, wherever the digits are */
+    expect_none(e, "SSN 536-22-123 and 7", "US_SSN");
+    expect_none(e, "{\"x\":\"1.2\",\"y\":\"3.4\"}", "IP_ADDRESS");
+    rl_dlp_engine_release(e);
+}
+
 /* ---- validators ----------------------------------------------------------- */
 
 static void luhn_and_cards(void **state)
@@ -1174,6 +1211,7 @@ int main(void)
         cmocka_unit_test(iban),
         cmocka_unit_test(ssn),
         cmocka_unit_test(ip_addresses),
+        cmocka_unit_test(prefilters_keep_every_match),
         cmocka_unit_test(jwt),
         cmocka_unit_test(entropy),
         cmocka_unit_test(names),
