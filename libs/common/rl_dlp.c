@@ -937,8 +937,57 @@ static pcre2_code *builtin_code[PATTERN_COUNT];
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
 static char builtin_failure[200]; /* "" when every built-in compiled */
 
+/* Every built-in stem, grouped by first byte, so that one pass over a short
+ * text finds where each pattern's stems occur (stems_index). */
+#define STEM_REFS_MAX 64
+typedef struct {
+    const char *lit;
+    uint8_t len;
+    uint8_t pattern; /* index into patterns[] */
+} stem_ref_t;
+static stem_ref_t stem_refs[STEM_REFS_MAX];
+static uint8_t stem_first[257]; /* refs starting with byte b: [stem_first[b], stem_first[b + 1]) */
+static bool stem_index_ok;      /* every stem is in stem_refs */
+/* Bytes that are a whole stem, and byte pairs that begin a longer one: most
+ * places of a text are passed over after one table look-up. */
+static bool stem_single[256];
+static uint8_t stem_pair[65536 / 8];
+
+_Static_assert(PATTERN_COUNT < 256, "stem_ref_t.pattern is a byte");
+
+static void index_stems(void)
+{
+    size_t n = 0, total = 0;
+    for (size_t i = 0; i < PATTERN_COUNT; i++)
+        for (const char *q = patterns[i].stems; q && *q; q = strchr(q, '|') ? strchr(q, '|') + 1 : "")
+            total++;
+    if (total > STEM_REFS_MAX)
+        return; /* stem_index_ok stays false: each pattern finds its stems itself */
+    for (int b = 0; b < 256; b++) {
+        stem_first[b] = (uint8_t)n;
+        for (size_t i = 0; i < PATTERN_COUNT; i++)
+            for (const char *q = patterns[i].stems; q && *q;) {
+                const char *bar = strchr(q, '|');
+                size_t len = bar ? (size_t)(bar - q) : strlen(q);
+                if ((unsigned char)q[0] == b && n < STEM_REFS_MAX) {
+                    stem_refs[n++] = (stem_ref_t){q, (uint8_t)len, (uint8_t)i};
+                    if (len == 1) {
+                        stem_single[b] = true;
+                    } else {
+                        unsigned pair = (unsigned)b << 8 | (unsigned char)q[1];
+                        stem_pair[pair >> 3] |= (uint8_t)(1u << (pair & 7));
+                    }
+                }
+                q += len + (bar != NULL);
+            }
+    }
+    stem_first[256] = (uint8_t)n;
+    stem_index_ok = true;
+}
+
 static void compile_builtins(void)
 {
+    index_stems();
     for (size_t i = 0; i < PATTERN_COUNT; i++) {
         int ec;
         PCRE2_SIZE eo;
@@ -1542,6 +1591,48 @@ static size_t stems_next(stems_t *st, const char *s, size_t len, size_t pos)
     return best;
 }
 
+/* Where each built-in pattern's stems occur in a short text, found in one
+ * pass over it with the first-byte index (stem_refs): a memchr pass per
+ * stem cost more (SOURCE_CODE alone has 23 stems). Only where stem_ok
+ * allows, in increasing order. */
+#define OCC_MAX 24
+
+typedef struct {
+    uint16_t pos[OCC_MAX];
+    uint8_t n;
+    bool overflow; /* more than OCC_MAX: the pattern finds its stems itself */
+} occ_t;
+
+static void find_all_stems(const char *s, size_t len, occ_t occ[PATTERN_COUNT])
+{
+    for (size_t i = 0; i < PATTERN_COUNT; i++) {
+        occ[i].n = 0;
+        occ[i].overflow = false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned b = (unsigned char)s[i];
+        unsigned pair = i + 1 < len ? b << 8 | (unsigned char)s[i + 1] : 0;
+        if (!stem_single[b] && !(stem_pair[pair >> 3] & (1u << (pair & 7))))
+            continue;
+        for (unsigned k = stem_first[b]; k < stem_first[b + 1]; k++) {
+            const stem_ref_t *r = &stem_refs[k];
+            if (r->len > len - i || (r->len > 1 && s[i + 1] != r->lit[1]) ||
+                memcmp(s + i, r->lit, r->len) != 0)
+                continue;
+            const pattern_t *p = &patterns[r->pattern];
+            if (p->stem_ok && !p->stem_ok(s, len, i))
+                continue;
+            occ_t *o = &occ[r->pattern];
+            if (o->n > 0 && o->pos[o->n - 1] == i)
+                continue; /* two stems of one pattern at one place */
+            if (o->n < OCC_MAX)
+                o->pos[o->n++] = (uint16_t)i;
+            else
+                o->overflow = true;
+        }
+    }
+}
+
 /* ASCII digits in s[0..n), eight bytes at a time: in t = byte ^ '0' a
  * digit is a byte below 10, i.e. one whose high bit is clear in t and in
  * (t | 0x80) - 10 (no borrow crosses bytes: each is at least 0x80). */
@@ -1571,8 +1662,8 @@ static size_t count_digits(const char *s, size_t n)
  * that candidate's start, or len. digits: count_digits of the whole
  * subject, or SIZE_MAX when not counted. */
 static rl_status_t search(const rule_t *r, uint32_t ri, const char *subj, size_t len, size_t pos,
-                          bool final, size_t base, size_t digits, rl_dlp_scratch_t *sc,
-                          cands_t *out, size_t *resume)
+                          bool final, size_t base, size_t digits, const occ_t *occ,
+                          rl_dlp_scratch_t *sc, cands_t *out, size_t *resume)
 {
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
     uint32_t opts = final ? 0 : PCRE2_PARTIAL_HARD;
@@ -1587,13 +1678,23 @@ static rl_status_t search(const rule_t *r, uint32_t ri, const char *subj, size_t
     *resume = len;
     if (final && p != NULL && digits < p->min_digits)
         return RL_OK; /* too few digits for any match */
+    /* occ: where the stems are in the whole subject, found in one pass */
+    const occ_t *o = occ && p && !occ[p - patterns].overflow ? &occ[p - patterns] : NULL;
     stems_t stems = {.count = 0};
     bool prefilter = final && p != NULL && p->stems != NULL &&
                      (!p->short_only || len < STEM_PROSE_MAX) &&
-                     stems_init(&stems, p->stems, p->stem_ok);
+                     (o != NULL || stems_init(&stems, p->stems, p->stem_ok));
+    size_t oi = 0;
     while (pos <= len) {
         if (prefilter) {
-            size_t qp = stems_next(&stems, subj, len, pos);
+            size_t qp;
+            if (o) {
+                while (oi < o->n && o->pos[oi] < pos)
+                    oi++;
+                qp = oi < o->n ? o->pos[oi] : SIZE_MAX;
+            } else {
+                qp = stems_next(&stems, subj, len, pos);
+            }
             if (qp == SIZE_MAX)
                 return RL_OK;
             if (qp > pos + p->lead)
@@ -1704,13 +1805,17 @@ rl_status_t rl_dlp_scan(const rl_dlp_engine_t *e, rl_dlp_scope_t where, const ch
     cands_t c = {0};
     rl_status_t result = RL_OK;
     size_t digits = count_digits(text, len);
+    occ_t occ[PATTERN_COUNT];
+    bool short_text = stem_index_ok && len < STEM_MEMCHR_MAX;
+    if (short_text)
+        find_all_stems(text, len, occ);
     for (size_t i = 0; i < e->nrules; i++) {
         const rule_t *r = &e->rules[i];
         if (!(r->scope & (unsigned)where))
             continue;
         size_t resume;
-        rl_status_t st =
-            search(r, (uint32_t)i, text, len, 0, true, 0, digits, scratch, &c, &resume);
+        rl_status_t st = search(r, (uint32_t)i, text, len, 0, true, 0, digits,
+                                short_text ? occ : NULL, scratch, &c, &resume);
         if (st == RL_ERR_TIMEOUT && result == RL_OK) {
             result = st; /* keep scanning with the other rules */
         } else if (st != RL_OK && st != RL_ERR_TIMEOUT) {
@@ -1942,13 +2047,13 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
         if (from > rlen)
             from = rlen;
         rl_status_t st =
-            search(r, (uint32_t)i, buf, rlen, from, final, s->base, SIZE_MAX, sc, &s->pending,
-                   &resume);
+            search(r, (uint32_t)i, buf, rlen, from, final, s->base, SIZE_MAX, NULL, sc,
+                   &s->pending, &resume);
         if (st == RL_OK && !final && s->base + resume + RL_DLP_STREAM_HOLD_MAX < s->total) {
             /* held too long: decide the candidate on what has arrived */
             size_t ignored;
-            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, SIZE_MAX, sc, &s->pending,
-                        &ignored);
+            st = search(r, (uint32_t)i, buf, len, resume, true, s->base, SIZE_MAX, NULL, sc,
+                        &s->pending, &ignored);
             resume = len;
         }
         if (st == RL_ERR_TIMEOUT) {
