@@ -7,14 +7,16 @@
 # Prints requests/s, p50/p99 latency, the ratio (c)/(b), CPU per request of
 # each server (from /proc), the proxy's own p99 overhead at a fixed 1,000
 # requests/s, and its RSS with 1,000 open client connections.
-# Bounded: every load runs for BENCH_SECONDS (default 10) and stops by itself.
+# Bounded: every load runs for BENCH_SECONDS (default 5) and stops by itself;
+# nginx proxy and renlayer alternate for BENCH_ROUNDS (3) rounds, medians reported.
 # BENCH_HOLD=<file>: set up, write the ports and key to <file>, wait
 # BENCH_HOLD_SECONDS (600) for profiling by hand, stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 build="${BUILD_DIR:-build}"
-secs="${BENCH_SECONDS:-10}"
+secs="${BENCH_SECONDS:-5}"
+rounds="${BENCH_ROUNDS:-3}"
 conns="${BENCH_CONNECTIONS:-64}"
 work=$(mktemp -d /tmp/renlayer-bench-XXXXXX)
 H=tests/harness
@@ -96,40 +98,64 @@ nginx_ticks() { # master pid file -> sum over master and workers
 }
 hz=$(getconf CLK_TCK)
 
-# run name url pidspec -> prints rps p50 p99 cpu_us_per_req
+# One measured wrk run: appends "rps p50_us p99_us cpu_us_per_req non2xx" to
+# $work/<name>.runs. cpu_fn/cpu_arg: how to read the server's CPU ticks.
 run_wrk() {
   local name=$1 url=$2 cpu_fn=$3 cpu_arg=$4
-  BENCH_KEY=${5:-} wrk -t2 -c"$conns" -d1s -s tests/bench/post.lua "$url" >/dev/null 2>&1 # warm-up
   local before after out
   before=$($cpu_fn "$cpu_arg")
   out=$(BENCH_KEY=${5:-} wrk -t2 -c"$conns" -d"${secs}s" --latency -s tests/bench/post.lua "$url")
   after=$($cpu_fn "$cpu_arg")
-  local reqs rps p50 p99
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  local non2xx; non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  local cpu_us; cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
-  printf '%-28s %10s %10s %10s %14s %s\n' "$name" "$rps" "$p50" "$p99" "$cpu_us" "${non2xx:+non-2xx: $non2xx}"
-  eval "${name%% *}_rps=$rps"
+  echo "$out" | awk -v t=$((after - before)) -v hz="$hz" '
+    function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1e6; return v }
+    /requests in/ { n = $1 } /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = us($2) } $1 == "99%" { p99 = us($2) }
+    /Non-2xx/ { bad = $5 }
+    END { printf "%s %.1f %.1f %.1f %d\n", rps, p50, p99, t / hz * 1e6 / n, bad + 0 }' >> "$work/$name.runs"
 }
 
-proxy_ticks() { ticks "$px_pid"; }
+warm() { BENCH_KEY=${2:-} wrk -t2 -c"$conns" -d1s -s tests/bench/post.lua "$1" >/dev/null 2>&1; }
+
+# The median of column c of a target's runs.
+median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+report() { # name label
+  local bad note=""; bad=$(awk '{ s += $5 } END { print s + 0 }' "$work/$1.runs")
+  [ "$bad" != 0 ] && note="  non-2xx: $bad"
+  printf '%-34s %9.0f %9.0f %9.0f %12.1f   %s%s\n' "$2" "$(median "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)" \
+    "$(median "$1" 4)" "$(awk '{ printf "%.0f ", $1 }' "$work/$1.runs")" "$note"
+}
+
+# The median over rounds of a's req/s divided by b's in the same round.
+ratio() { paste -d' ' "$work/$1.runs" "$work/$2.runs" | awk '{ print $1 / $6 }' | sort -g |
+  awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'; }
+
 nats_pid=$(cat "$work/nats/nats.pid")
-printf '\nwrk: 2 threads, %s connections, %ss per run, POST /v1/chat/completions (302-byte body)\n\n' "$conns" "$secs"
-printf '%-28s %10s %10s %10s %14s\n' "target" "req/s" "p50" "p99" "CPU us/req"
-run_wrk "upstream (nginx direct)" "http://127.0.0.1:$up_port/v1/chat/completions" nginx_ticks "$work/nginx-up/nginx.pid"
-run_wrk "nginx reverse proxy" "http://127.0.0.1:$ngx_port/v1/chat/completions" nginx_ticks "$work/nginx-px/nginx.pid"
+up_url="http://127.0.0.1:$up_port/v1/chat/completions"
+ngx_url="http://127.0.0.1:$ngx_port/v1/chat/completions"
+px_url="http://127.0.0.1:$px_port/v1/chat/completions"
+printf '\nwrk: 2 threads, %s connections, POST /v1/chat/completions (302-byte body); %s rounds of %ss,\n' "$conns" "$rounds" "$secs"
+printf 'each renlayer run right after an nginx proxy run (this VM drifts by tens of %% between minutes)\n\n'
+printf '%-34s %9s %9s %9s %12s   %s\n' "target (medians)" "req/s" "p50 us" "p99 us" "CPU us/req" "req/s per round"
+warm "$up_url"; warm "$ngx_url"; warm "$px_url" "$key"
+run_wrk upstream "$up_url" nginx_ticks "$work/nginx-up/nginx.pid"
 nats_before=$(ticks "$nats_pid")
-run_wrk "renlayer reverse proxy" "http://127.0.0.1:$px_port/v1/chat/completions" ticks "$px_pid" "$key"
+traces_before=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_messages_published_total\{kind="trace"\}/ {print $2}')
+for _ in $(seq 1 "$rounds"); do
+  run_wrk nginx "$ngx_url" nginx_ticks "$work/nginx-px/nginx.pid"
+  run_wrk renlayer "$px_url" ticks "$px_pid" "$key"
+done
 nats_after=$(ticks "$nats_pid")
+report upstream "upstream (nginx direct)"
+report nginx "nginx reverse proxy"
+report renlayer "renlayer reverse proxy"
 
 traces=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_messages_published_total\{kind="trace"\}/ {print $2}')
 spooled=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_messages_spooled_total/ {print $2}')
-awk -v a="$renlayer_rps" -v b="$nginx_rps" 'BEGIN { printf "\nratio renlayer / nginx proxy: %.2f (target >= 0.40)\n", a / b }'
+printf '\nratio renlayer / nginx proxy: %s (median of the rounds; target >= 0.40)\n' "$(ratio renlayer nginx)"
+awk -v a="$(median renlayer 4)" -v b="$(median nginx 4)" 'BEGIN { printf "CPU per request renlayer / nginx proxy: %.1fx (target <= 3)\n", a / b }'
 lines=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_bus_message_lines_sum/ {s=$2} /^renlayer_proxy_bus_message_lines_count/ {c=$2} END { if (c > 0) printf "%.1f", s / c; else print "-" }')
-echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}), ${lines} per bus message; nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / ${traces:-1} )) us per trace"
+new_traces=$(( ${traces:-0} - ${traces_before:-0} ))
+echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}), ${lines} per bus message; nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / (new_traces > 0 ? new_traces : 1) )) us per trace"
 
 # (d) the same with 20 policies in the tenant's default set (DLP, all
 # built-ins, is on in both): every policy is evaluated on every request.
@@ -139,8 +165,14 @@ for _ in $(seq 1 200); do # loaded once policy 19 denies a DELETE
         "http://127.0.0.1:$px_port/v1/chat/completions")" = 403 ] && break
   sleep 0.05
 done
-run_wrk "renlayer_full with 20 policies" "http://127.0.0.1:$px_port/v1/chat/completions" ticks "$px_pid" "$key"
-awk -v a="$renlayer_full_rps" -v b="$nginx_rps" 'BEGIN { printf "ratio renlayer with 20 policies and DLP / nginx proxy: %.2f (target >= 0.50)\n", a / b }'
+for _ in $(seq 1 "$rounds"); do
+  run_wrk nginx_d "$ngx_url" nginx_ticks "$work/nginx-px/nginx.pid"
+  run_wrk renlayer_full "$px_url" ticks "$px_pid" "$key"
+done
+echo
+report nginx_d "nginx reverse proxy"
+report renlayer_full "renlayer with 20 policies"
+printf 'ratio renlayer with 20 policies and DLP / nginx proxy: %s (median of the rounds; target >= 0.50)\n' "$(ratio renlayer_full nginx_d)"
 
 # Overhead at a fixed 1,000 requests/s, from the proxy's own histogram.
 hist() { curl -s "http://127.0.0.1:$px_port/metrics" | grep '^renlayer_proxy_overhead_microseconds_bucket'; }
