@@ -255,8 +255,18 @@ static void w_ms(w_t *w, double v)
         W_LIT(w, "null");
         return;
     }
+    if (v < 0)
+        v = 0;
+    if (v < 1e12) { /* milliseconds with 3 decimals, without printf's float path */
+        int64_t us = llround(v * 1000.0);
+        w_i64(w, us / 1000);
+        char frac[4] = {'.', (char)('0' + us / 100 % 10), (char)('0' + us / 10 % 10),
+                        (char)('0' + us % 10)};
+        w_raw(w, frac, sizeof frac);
+        return;
+    }
     char t[48];
-    int n = snprintf(t, sizeof t, "%.3f", v < 0 ? 0.0 : v);
+    int n = snprintf(t, sizeof t, "%.3f", v);
     if (n > 0 && (size_t)n < sizeof t)
         w_raw(w, t, (size_t)n);
     else
