@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -1247,6 +1248,29 @@ static void test_refusing_server_is_not_hammered(void **state)
     assert_int_equal(metric_value(f, "renlayer_proxy_spool_dropped_total"), 0);
 }
 
+/* An idle publisher sleeps: the sender thread waits for the first queued
+ * message instead of waking on a timer (it ticked every millisecond, 500
+ * context switches in this window). */
+static void test_idle_publisher_sleeps(void **state)
+{
+    fixture_t *f = *state;
+    static char ids[1][RL_UUID_STR_LEN + 1];
+    bus_open(f, 0, 1000);
+    pub_open(f);
+    assert_true(rl_test_wait_until(pred_ready, f, WAIT_MS));
+    publish_each(f, ids, 0, 1);
+    assert_int_equal(px_publisher_flush(atomic_load(&f->pub), 10000), RL_OK);
+    wait_stream(f, RL_BUS_STREAM_TRACES, 1);
+    /* a measurement window, not a synchronisation */
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before); /* every thread of the process */
+    rl_test_sleep_ms(500);
+    getrusage(RUSAGE_SELF, &after);
+    long switches = after.ru_nvcsw - before.ru_nvcsw;
+    print_message("context switches in 500 ms idle: %ld\n", switches);
+    assert_true(switches < 150);
+}
+
 static void test_create_rejects_bad_options(void **state)
 {
     (void)state;
@@ -1278,6 +1302,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nacks_are_spooled_and_deduplicated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_burst_is_batched_per_subject, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusing_server_is_not_hammered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_publisher_sleeps, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, group_teardown);
 }
