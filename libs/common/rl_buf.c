@@ -75,6 +75,14 @@ void rl_buf_reset(rl_buf_t *b)
         b->data[0] = '\0';
 }
 
+void rl_buf_recycle(rl_buf_t *b, size_t keep, size_t max)
+{
+    if (b->cap > keep)
+        rl_buf_free(b);
+    rl_buf_reset(b);
+    b->max = max;
+}
+
 char *rl_buf_take(rl_buf_t *b, size_t *len)
 {
     char *p = b->data;

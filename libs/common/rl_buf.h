@@ -31,6 +31,11 @@ rl_status_t rl_buf_appendf(rl_buf_t *b, const char *fmt, ...) __attribute__((for
 /* Empties the buffer and keeps its memory for reuse. */
 void rl_buf_reset(rl_buf_t *b);
 
+/* Empties the buffer for another use with limit max: keeps its memory when
+ * at most keep bytes were allocated (a pooled object's buffers), frees it
+ * otherwise (a one-off large body is not held on to). */
+void rl_buf_recycle(rl_buf_t *b, size_t keep, size_t max);
+
 /* Transfers ownership of the content to the caller (free() it; never NULL
  * after a successful append, NULL if nothing was appended) and empties b. */
 char *rl_buf_take(rl_buf_t *b, size_t *len);

@@ -25,19 +25,36 @@
  * of it with calloc on every request showed in profiles. Cleared here:
  * everything but info's arrays. */
 #define POOL_MAX 64
+/* A recycled request keeps buffers up to this size (the next request's
+ * body, response and trace copies then need no malloc). */
+#define POOL_KEEP_BUF (16 * 1024)
 
-static void request_clear(px_request_t *req)
+/* The request's buffers: recycled with it, not cleared. */
+#define REQUEST_BUFS(req) \
+    {&(req)->body, &(req)->rewritten, &(req)->out, &(req)->resp_copy, &(req)->trace_req}
+
+static void request_clear(px_request_t *req, bool recycled)
 {
+    rl_buf_t *bufs[] = REQUEST_BUFS(req);
+    rl_buf_t kept[sizeof bufs / sizeof bufs[0]];
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        kept[i] = *bufs[i];
     memset(req, 0, offsetof(px_request_t, info));
     size_t after = offsetof(px_request_t, info) + sizeof req->info;
     memset((char *)req + after, 0, sizeof *req - after);
     px_request_info_reset(&req->info);
+    if (recycled) /* emptied and given their limits by px_request_free */
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            *bufs[i] = kept[i];
 }
 
 void px_request_pool_free(px_worker_t *w)
 {
     while (w->free_requests) {
         px_request_t *next = w->free_requests->next_free;
+        rl_buf_t *bufs[] = REQUEST_BUFS(w->free_requests);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            rl_buf_free(bufs[i]);
         free(w->free_requests);
         w->free_requests = next;
     }
@@ -47,7 +64,8 @@ void px_request_pool_free(px_worker_t *w)
 px_request_t *px_request_new(px_worker_t *w, const char *uri)
 {
     px_request_t *req = w->free_requests;
-    if (req) {
+    bool recycled = req != NULL;
+    if (recycled) {
         w->free_requests = req->next_free;
         w->nfree_requests--;
     } else {
@@ -55,20 +73,24 @@ px_request_t *px_request_new(px_worker_t *w, const char *uri)
         if (req == NULL)
             return NULL;
     }
-    request_clear(req);
+    request_clear(req, recycled); /* a new request's buffers are zeroed: empty */
     req->uri = strdup(uri ? uri : "/");
     if (req->uri == NULL) {
+        rl_buf_t *bufs[] = REQUEST_BUFS(req);
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+            rl_buf_free(bufs[i]);
         free(req);
         return NULL;
     }
     req->worker = w;
     req->t_arrive_us = px_now_us();
     req->t_arrive_wall_us = px_wall_us();
-    rl_buf_init(&req->body, w->engine->opts.max_body);
-    rl_buf_init(&req->rewritten, w->engine->opts.max_body + 64 * 1024);
-    rl_buf_init(&req->out, OUT_MAX);
-    rl_buf_init(&req->resp_copy, TRACE_BODY_COPY);
-    rl_buf_init(&req->trace_req, w->engine->opts.max_body + 64 * 1024);
+    size_t max_body = w->engine->opts.max_body;
+    req->body.max = max_body;
+    req->rewritten.max = max_body + 64 * 1024;
+    req->out.max = OUT_MAX;
+    req->resp_copy.max = TRACE_BODY_COPY;
+    req->trace_req.max = max_body + 64 * 1024;
     rl_uuid_t id;
     rl_uuid_v7(&id);
     rl_uuid_format(&id, req->trace_id);
@@ -83,22 +105,25 @@ void px_request_free(px_request_t *req)
     px_upstream_cancel(req);
     px_response_destroy(req->parser);
     px_guard_free(req);
-    rl_buf_free(&req->trace_req);
     curl_slist_free_all(req->upstream_headers);
     for (size_t i = 0; i < req->nresp_headers; i++) {
         free(req->resp_headers[i].name);
         free(req->resp_headers[i].value);
     }
     px_snapshot_release(req->snap);
-    rl_buf_free(&req->body);
-    rl_buf_free(&req->rewritten);
-    rl_buf_free(&req->out);
-    rl_buf_free(&req->resp_copy);
     px_worker_t *w = req->worker;
+    bool pooled = w->nfree_requests < POOL_MAX;
+    rl_buf_t *bufs[] = REQUEST_BUFS(req);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if (pooled)
+            rl_buf_recycle(bufs[i], POOL_KEEP_BUF, bufs[i]->max);
+        else
+            rl_buf_free(bufs[i]);
+    }
     w->in_flight--;
     rl_gauge_add(w->engine->m.in_flight, -1);
     free(req->uri);
-    if (w->nfree_requests < POOL_MAX) {
+    if (pooled) {
         req->next_free = w->free_requests;
         w->free_requests = req;
         w->nfree_requests++;

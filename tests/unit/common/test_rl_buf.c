@@ -57,6 +57,31 @@ static void grows_across_many_appends(void **state)
     rl_buf_free(&b);
 }
 
+static void recycle_keeps_small_memory_only(void **state)
+{
+    (void)state;
+    rl_buf_t b;
+    rl_buf_init(&b, 1 << 20);
+    assert_int_equal(rl_buf_append_str(&b, "first use"), RL_OK);
+    char *kept = b.data;
+    rl_buf_recycle(&b, 4096, 5);
+    assert_ptr_equal(b.data, kept); /* small: kept, empty, new limit */
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    assert_int_equal(rl_buf_append_str(&b, "123456"), RL_ERR_TOO_LARGE);
+    assert_int_equal(rl_buf_append_str(&b, "12345"), RL_OK);
+    assert_string_equal(b.data, "12345");
+    rl_buf_recycle(&b, 4096, 1 << 20);
+    static char big[10000];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(rl_buf_append(&b, big, sizeof big), RL_OK);
+    rl_buf_recycle(&b, 4096, 1 << 20); /* large: freed */
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(b.cap, 0);
+    rl_buf_free(&b);
+}
+
 static void empty_take_is_null(void **state)
 {
     (void)state;
@@ -74,6 +99,7 @@ int main(void)
         cmocka_unit_test(limit_is_hard),
         cmocka_unit_test(grows_across_many_appends),
         cmocka_unit_test(empty_take_is_null),
+        cmocka_unit_test(recycle_keeps_small_memory_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
