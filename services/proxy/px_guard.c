@@ -822,18 +822,8 @@ static void whole_response(px_request_t *req)
         px_protocol_error(req->proto, 403, "dlp_blocked", msg, req->status, req->trace_id,
                           req->mcp_id[0] ? req->mcp_id : NULL, &req->out, &ctype);
         req->up_status = 403;
-        for (size_t i = 0; i < req->nresp_headers; i++) {
-            free(req->resp_headers[i].name);
-            free(req->resp_headers[i].value);
-        }
-        req->nresp_headers = 0;
-        req->resp_headers[req->nresp_headers++] =
-            (px_header_t){strdup("Content-Type"), strdup(ctype)};
-        if (req->resp_headers[0].name == NULL || req->resp_headers[0].value == NULL) {
-            free(req->resp_headers[0].name);
-            free(req->resp_headers[0].value);
-            req->nresp_headers = 0;
-        }
+        px_resp_headers_reset(req);
+        (void)px_resp_header_add(req, "Content-Type", 12, ctype, strlen(ctype));
     } else if (v == RL_DLP_WARNED && strcmp(req->status, PX_STATUS_ALLOWED) == 0) {
         req->status = PX_STATUS_DLP_WARNED;
         count(req, req->status);

@@ -146,8 +146,13 @@ struct px_request {
     bool up_failed;          /* the upstream failed mid-response */
     CURLcode up_result;
     char up_error[CURL_ERROR_SIZE];
-    px_header_t resp_headers[32];
+    /* the upstream's response headers passed on: offsets of "name\0value\0"
+     * in resp_header_text (px_resp_header_*) */
+    struct {
+        uint32_t name, value;
+    } resp_headers[32];
     size_t nresp_headers;
+    rl_buf_t resp_header_text;
     px_response_t *parser;
     rl_buf_t out;            /* bytes for the client not yet sent */
     size_t out_sent;         /* of out, already copied to MHD */
@@ -220,6 +225,14 @@ void px_guard_response_end(px_request_t *req, size_t from);
 void px_guard_free(px_request_t *req);
 
 /* px_upstream.c */
+
+/* The response headers kept for the client: add (false when out of room or
+ * memory), read back, forget. */
+bool px_resp_header_add(px_request_t *req, const char *name, size_t nlen, const char *value,
+                        size_t vlen);
+const char *px_resp_header_name(const px_request_t *req, size_t i);
+const char *px_resp_header_value(const px_request_t *req, size_t i);
+void px_resp_headers_reset(px_request_t *req);
 rl_status_t px_upstream_start(px_request_t *req);
 void px_upstream_done(px_request_t *req, CURLcode result);
 void px_upstream_cancel(px_request_t *req);

@@ -31,7 +31,8 @@
 
 /* The request's buffers: recycled with it, not cleared. */
 #define REQUEST_BUFS(req) \
-    {&(req)->body, &(req)->rewritten, &(req)->out, &(req)->resp_copy, &(req)->trace_req}
+    {&(req)->body, &(req)->rewritten, &(req)->out, &(req)->resp_copy, &(req)->trace_req, \
+     &(req)->resp_header_text}
 
 static void request_clear(px_request_t *req, bool recycled)
 {
@@ -91,6 +92,7 @@ px_request_t *px_request_new(px_worker_t *w, const char *uri)
     req->out.max = OUT_MAX;
     req->resp_copy.max = TRACE_BODY_COPY;
     req->trace_req.max = max_body + 64 * 1024;
+    req->resp_header_text.max = 64 * 1024;
     rl_uuid_t id;
     rl_uuid_v7(&id);
     rl_uuid_format(&id, req->trace_id);
@@ -106,10 +108,6 @@ void px_request_free(px_request_t *req)
     px_response_destroy(req->parser);
     px_guard_free(req);
     curl_slist_free_all(req->upstream_headers);
-    for (size_t i = 0; i < req->nresp_headers; i++) {
-        free(req->resp_headers[i].name);
-        free(req->resp_headers[i].value);
-    }
     px_snapshot_release(req->snap);
     px_worker_t *w = req->worker;
     bool pooled = w->nfree_requests < POOL_MAX;
@@ -457,7 +455,7 @@ static void queue_upstream_response(px_request_t *req)
     if (resp == NULL)
         return;
     for (size_t i = 0; i < req->nresp_headers; i++)
-        MHD_add_response_header(resp, req->resp_headers[i].name, req->resp_headers[i].value);
+        MHD_add_response_header(resp, px_resp_header_name(req, i), px_resp_header_value(req, i));
     queue(req, req->up_status, resp);
 }
 

@@ -31,13 +31,13 @@ static bool consumed_request_header(const char *name)
 
 /* Response headers never passed back: hop-by-hop, and those that no longer
  * hold once curl has decoded the body (length, encoding). */
-static bool dropped_response_header(const char *name)
+static bool dropped_response_header(const char *name, size_t n)
 {
     static const char *const drop[] = {"connection", "keep-alive", "transfer-encoding",
                                        "content-length", "content-encoding", "te", "trailer",
                                        "upgrade", "proxy-connection", NULL};
     for (size_t i = 0; drop[i]; i++) {
-        if (strcasecmp(name, drop[i]) == 0)
+        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
             return true;
     }
     return false;
@@ -121,13 +121,39 @@ static const char *base_url(px_request_t *req, const px_gate_t *g)
 
 /* ---- curl callbacks -------------------------------------------------------------------- */
 
-static void reset_response_headers(px_request_t *req)
+bool px_resp_header_add(px_request_t *req, const char *name, size_t nlen, const char *value,
+                        size_t vlen)
 {
-    for (size_t i = 0; i < req->nresp_headers; i++) {
-        free(req->resp_headers[i].name);
-        free(req->resp_headers[i].value);
+    rl_buf_t *t = &req->resp_header_text;
+    size_t at = t->len;
+    if (req->nresp_headers >= sizeof req->resp_headers / sizeof req->resp_headers[0] ||
+        at + nlen + vlen + 2 > UINT32_MAX)
+        return false;
+    if (rl_buf_append(t, name, nlen) != RL_OK || rl_buf_append(t, "", 1) != RL_OK ||
+        rl_buf_append(t, value, vlen) != RL_OK || rl_buf_append(t, "", 1) != RL_OK) {
+        t->len = at; /* nothing half-added */
+        return false;
     }
+    req->resp_headers[req->nresp_headers].name = (uint32_t)at;
+    req->resp_headers[req->nresp_headers].value = (uint32_t)(at + nlen + 1);
+    req->nresp_headers++;
+    return true;
+}
+
+const char *px_resp_header_name(const px_request_t *req, size_t i)
+{
+    return req->resp_header_text.data + req->resp_headers[i].name;
+}
+
+const char *px_resp_header_value(const px_request_t *req, size_t i)
+{
+    return req->resp_header_text.data + req->resp_headers[i].value;
+}
+
+void px_resp_headers_reset(px_request_t *req)
+{
     req->nresp_headers = 0;
+    rl_buf_reset(&req->resp_header_text);
 }
 
 static bool retryable(int status)
@@ -144,8 +170,8 @@ static void on_headers_done(px_request_t *req)
     }
     const char *ctype = NULL;
     for (size_t i = 0; i < req->nresp_headers; i++) {
-        if (strcasecmp(req->resp_headers[i].name, "content-type") == 0)
-            ctype = req->resp_headers[i].value;
+        if (strcasecmp(px_resp_header_name(req, i), "content-type") == 0)
+            ctype = px_resp_header_value(req, i);
     }
     req->up_sse = ctype && strncasecmp(ctype, "text/event-stream", 17) == 0;
     px_response_destroy(req->parser);
@@ -183,7 +209,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         /* a status line: a new response (after 100 Continue or a redirect) */
         req->up_status = status_code(data, len);
-        reset_response_headers(req);
+        px_resp_headers_reset(req);
         req->up_headers_done = false;
         return len;
     }
@@ -193,7 +219,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         return len;
     }
     const char *colon = memchr(data, ':', len);
-    if (colon == NULL || req->nresp_headers >= sizeof req->resp_headers / sizeof req->resp_headers[0])
+    if (colon == NULL)
         return len;
     size_t nlen = (size_t)(colon - data);
     const char *v = colon + 1;
@@ -202,19 +228,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
         v++, vlen--;
     while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
         vlen--;
-    char *name = strndup(data, nlen);
-    if (name == NULL)
-        return 0;
-    if (dropped_response_header(name)) {
-        free(name);
-        return len;
-    }
-    char *value = strndup(v, vlen);
-    if (value == NULL) {
-        free(name);
-        return 0;
-    }
-    req->resp_headers[req->nresp_headers++] = (px_header_t){name, value};
+    if (!dropped_response_header(data, nlen))
+        (void)px_resp_header_add(req, data, nlen, v, vlen); /* beyond 32: not passed on */
     return len;
 }
 
@@ -381,7 +396,7 @@ void px_upstream_done(px_request_t *req, CURLcode result)
         req->attempt++;
         rl_buf_reset(&req->out);
         req->out_sent = 0;
-        reset_response_headers(req);
+        px_resp_headers_reset(req);
         schedule_retry(req);
         return;
     }
