@@ -3,6 +3,7 @@
 #include "rl_test_servers.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -493,6 +494,36 @@ rl_status_t rl_test_nats_restart(rl_test_nats_t *n)
     return rl_test_nats_start(n);
 }
 
+/* True once every thread of the process is in the stopped state: kill()
+ * returns before a thread running on the other core has been stopped, and
+ * that thread could still answer a message sent right after. */
+static bool all_threads_stopped(void *arg)
+{
+    pid_t pid = *(const pid_t *)arg;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return false;
+    bool stopped = true;
+    struct dirent *e;
+    while (stopped && (e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat_path[sizeof path + sizeof e->d_name + 8], line[512];
+        snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+        FILE *fp = fopen(stat_path, "r");
+        if (!fp)
+            continue; /* the thread has exited */
+        bool got = fgets(line, sizeof line, fp) != NULL;
+        fclose(fp);
+        const char *paren = got ? strrchr(line, ')') : NULL;
+        stopped = paren && (paren[2] == 'T' || paren[2] == 't');
+    }
+    closedir(dir);
+    return stopped;
+}
+
 rl_status_t rl_test_nats_pause(rl_test_nats_t *n)
 {
     if (n->pid <= 0 || n->paused)
@@ -500,6 +531,9 @@ rl_status_t rl_test_nats_pause(rl_test_nats_t *n)
     if (kill(n->pid, SIGSTOP) != 0)
         return rl_error(RL_ERR_IO, "SIGSTOP: %s", strerror(errno));
     n->paused = true;
+    pid_t pid = n->pid;
+    if (!rl_test_wait_until(all_threads_stopped, &pid, 5000))
+        return rl_error(RL_ERR_TIMEOUT, "nats-server did not stop within 5 s");
     return RL_OK;
 }
 

@@ -103,8 +103,9 @@ rl_status_t rl_test_nats_stop(rl_test_nats_t *n);
 /* Stops and starts the server on the same port with the same store. */
 rl_status_t rl_test_nats_restart(rl_test_nats_t *n);
 
-/* Freezes the running server (SIGSTOP): it keeps its connections and answers
- * nothing. RL_ERR_CONFLICT when it does not run. */
+/* Freezes the running server (SIGSTOP) and returns once all its threads are
+ * stopped: it keeps its connections and answers nothing. RL_ERR_CONFLICT when
+ * it does not run. */
 rl_status_t rl_test_nats_pause(rl_test_nats_t *n);
 
 /* Lets a paused server go on (SIGCONT). RL_ERR_CONFLICT when not paused. */
