@@ -510,6 +510,7 @@ rl_status_t rl_bus_ensure_topology(rl_bus_t *bus)
 static void *worker_main(void *arg)
 {
     rl_bus_t *bus = arg;
+    pthread_setname_np(pthread_self(), "rl-bus");
     int64_t retry_ms = TOPOLOGY_RETRY_MIN_MS;
 
     pthread_mutex_lock(&bus->mu);

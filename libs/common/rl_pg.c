@@ -1073,6 +1073,7 @@ static void pause_or_stop(rl_pg_listener_t *l, int ms)
 static void *listener_main(void *arg)
 {
     rl_pg_listener_t *l = arg;
+    pthread_setname_np(pthread_self(), "rl-pg-listen");
     const rl_pg_options_t *o = &l->cfg.opts;
     int backoff = o->backoff_min_ms;
     while (!atomic_load(&l->stop)) {

@@ -95,6 +95,7 @@ static void note_change(rl_service_t *svc, const char *dependency, bool was, boo
 static void *monitor_main(void *arg)
 {
     rl_service_t *svc = arg;
+    pthread_setname_np(pthread_self(), "rl-monitor");
     bool bus_was = false;
     while (!atomic_load(&svc->stopping)) {
         if (svc->spec.uses_db) {

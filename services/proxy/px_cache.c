@@ -1140,6 +1140,7 @@ static void run_load(px_cache_t *c, uint64_t req)
 static void *loader_main(void *arg)
 {
     px_cache_t *c = arg;
+    pthread_setname_np(pthread_self(), "px-cache");
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         int64_t now = mono_ms();

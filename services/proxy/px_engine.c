@@ -288,6 +288,9 @@ static void refresh_snapshot(px_worker_t *w)
 static void *worker_main(void *arg)
 {
     px_worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "px-worker-%u", w->index % 1000);
+    pthread_setname_np(pthread_self(), name);
     struct epoll_event events[64];
     for (;;) {
         int n = epoll_wait(w->epfd, events, 64, loop_timeout_ms(w));

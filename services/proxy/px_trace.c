@@ -849,6 +849,7 @@ rl_status_t px_publisher_flush(px_publisher_t *pub, long timeout_ms)
 static void *sender_main(void *arg)
 {
     px_publisher_t *pub = arg;
+    pthread_setname_np(pthread_self(), "px-sender");
     for (;;) {
         pthread_mutex_lock(&pub->q_mu);
         while (pub->q_head == NULL && !pub->q_stop)
@@ -1070,6 +1071,7 @@ static void nack_backoff(px_publisher_t *pub, replay_t *r)
 static void *replay_main(void *arg)
 {
     px_publisher_t *pub = arg;
+    pthread_setname_np(pthread_self(), "px-replay");
     replay_t r = {0};
     int64_t last_sync = mono_ms();
     while (!stopping(pub)) {
