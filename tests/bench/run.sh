@@ -113,7 +113,9 @@ run_wrk() {
     END { printf "%s %.1f %.1f %.1f %d\n", rps, p50, p99, t / hz * 1e6 / n, bad + 0 }' >> "$work/$name.runs"
 }
 
-warm() { BENCH_KEY=${2:-} wrk -t2 -c"$conns" -d1s -s tests/bench/post.lua "$1" >/dev/null 2>&1; }
+# An unmeasured run as long as a measured one: the first seconds of load
+# grow pools and JetStream's files and were consistently slower.
+warm() { BENCH_KEY=${2:-} wrk -t2 -c"$conns" -d"${secs}s" -s tests/bench/post.lua "$1" >/dev/null 2>&1; }
 
 # The median of column c of a target's runs.
 median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -121,8 +123,8 @@ median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | sort -g | awk '{ v[NR]
 report() { # name label
   local bad note=""; bad=$(awk '{ s += $5 } END { print s + 0 }' "$work/$1.runs")
   [ "$bad" != 0 ] && note="  non-2xx: $bad"
-  printf '%-34s %9.0f %9.0f %9.0f %12.1f   %s%s\n' "$2" "$(median "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)" \
-    "$(median "$1" 4)" "$(awk '{ printf "%.0f ", $1 }' "$work/$1.runs")" "$note"
+  printf '%-34s %9.0f %9.0f %9.0f %12.1f   %-22s %s%s\n' "$2" "$(median "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)" \
+    "$(median "$1" 4)" "$(awk '{ printf "%.0f ", $1 }' "$work/$1.runs")" "$(awk '{ printf "%.0f ", $4 }' "$work/$1.runs")" "$note"
 }
 
 # The median over rounds of a's req/s divided by b's in the same round.
@@ -135,7 +137,7 @@ ngx_url="http://127.0.0.1:$ngx_port/v1/chat/completions"
 px_url="http://127.0.0.1:$px_port/v1/chat/completions"
 printf '\nwrk: 2 threads, %s connections, POST /v1/chat/completions (302-byte body); %s rounds of %ss,\n' "$conns" "$rounds" "$secs"
 printf 'each renlayer run right after an nginx proxy run (this VM drifts by tens of %% between minutes)\n\n'
-printf '%-34s %9s %9s %9s %12s   %s\n' "target (medians)" "req/s" "p50 us" "p99 us" "CPU us/req" "req/s per round"
+printf '%-34s %9s %9s %9s %12s   %-22s %s\n' "target (medians)" "req/s" "p50 us" "p99 us" "CPU us/req" "req/s per round" "CPU us/req per round"
 warm "$up_url"; warm "$ngx_url"; warm "$px_url" "$key"
 run_wrk upstream "$up_url" nginx_ticks "$work/nginx-up/nginx.pid"
 nats_before=$(ticks "$nats_pid")
