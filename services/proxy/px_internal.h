@@ -239,7 +239,9 @@ void px_upstream_cancel(px_request_t *req);
 void px_upstream_run_pending(px_worker_t *w, int64_t now_ms);
 
 /* px_engine.c */
-CURL *px_worker_easy(px_worker_t *w);
+/* An easy handle from the worker's pool (*fresh: a new one, without the
+ * options every transfer shares) or NULL. */
+CURL *px_worker_easy(px_worker_t *w, bool *fresh);
 /* CURLOPT_CLOSESOCKETFUNCTION of the worker's transfers (data: the worker). */
 int px_worker_close_socket(void *worker, curl_socket_t fd);
 void px_worker_easy_done(px_worker_t *w, CURL *easy);

@@ -261,10 +261,28 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 
 /* ---- attempts -------------------------------------------------------------------------- */
 
+/* The options every transfer of a worker shares: set once per easy handle,
+ * which keeps them while it waits in the worker's pool. */
+static void set_shared_options(CURL *e, px_worker_t *w)
+{
+    const px_engine_options_t *o = &w->engine->opts;
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, px_worker_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* curl decodes: usage and DLP read plain bytes */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->upstream_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+}
+
 rl_status_t px_upstream_start(px_request_t *req)
 {
     px_worker_t *w = req->worker;
-    const px_engine_options_t *o = &w->engine->opts;
     const px_gate_t *g = req->chain[req->attempt];
     if (g != req->prepared_for) {
         /* a fallback gate applies its own pin and defaults */
@@ -289,39 +307,35 @@ rl_status_t px_upstream_start(px_request_t *req)
     }
     curl_slist_free_all(req->upstream_headers);
     req->upstream_headers = build_headers(req, g);
-    CURL *e = px_worker_easy(w);
+    bool fresh = false;
+    CURL *e = px_worker_easy(w, &fresh);
     if (e == NULL || req->upstream_headers == NULL) {
         px_worker_easy_done(w, e);
         req->up_result = CURLE_OUT_OF_MEMORY;
         return rl_error(RL_ERR_NOMEM, "upstream");
     }
+    if (fresh)
+        set_shared_options(e, w);
     const rl_buf_t *body = req->rewritten.len ? &req->rewritten : &req->body;
     curl_easy_setopt(e, CURLOPT_URL, req->upstream_url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)req);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, px_worker_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, req->upstream_headers);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    /* A pooled handle remembers the last transfer's method: each branch sets
+     * it whole (NOBODY 0 undoes a HEAD; HTTPGET undoes a POST and a HEAD). */
     if (body->len > 0 || strcmp(req->method, "POST") == 0 || strcmp(req->method, "PUT") == 0 ||
         strcmp(req->method, "PATCH") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, body->data ? body->data : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body->len);
     } else if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, req);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, req);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, req->up_error);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* curl decodes: usage and DLP read plain bytes */
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->upstream_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     req->up_error[0] = '\0';
     req->up_status = 0;
     req->up_headers_done = false;

@@ -196,6 +196,28 @@ describe('bounds and shapes', () => {
     assert.equal(echo.query, 'x=1&y=two');
   });
 
+  test('pooled upstream handles forget the previous method and body: HEAD, POST, GET, DELETE, PUT in turn', async () => {
+    const url = `${p1.url}/v2/methods`;
+    const auth = { authorization: `Bearer ${T.agentKey}` };
+    for (let round = 0; round < 3; round++) { // the workers' handle pools are LIFO: handles are reused
+      const head = await fetch(url, { method: 'HEAD', headers: auth });
+      assert.equal(head.status, 200);
+      assert.equal(await head.text(), '');
+      const post = await (await fetch(url, { method: 'POST', headers: auth, body: `post ${round}` })).json();
+      assert.equal(post.method, 'POST');
+      assert.equal(post.body, `post ${round}`);
+      const get = await (await fetch(url, { headers: auth })).json();
+      assert.equal(get.method, 'GET');
+      assert.equal(get.body, '');
+      const del = await (await fetch(url, { method: 'DELETE', headers: auth })).json();
+      assert.equal(del.method, 'DELETE');
+      assert.equal(del.body, '');
+      const put = await (await fetch(url, { method: 'PUT', headers: auth, body: 'put' })).json();
+      assert.equal(put.method, 'PUT');
+      assert.equal(put.body, 'put');
+    }
+  });
+
   test('an upstream closing its idle kept-alive connections: the proxy stays idle and reconnects', async () => {
     const recorded = async () => (await (await fetch(`${s.mock.url}/__mock/requests?path=/v1/chat`)).json());
     for (let i = 0; i < 3; i++) assert.equal(await status(chat(p1, T.agentKey)), 200);
