@@ -710,12 +710,36 @@ static json_t *load_kept(const jscan_t *s, int which)
     return json_loadb(b->data, b->len, JSON_DECODE_ANY, NULL);
 }
 
-static void read_json_body(px_response_t *r)
+/* The model name kept by the scanner: printable ASCII without escapes
+ * (every provider's) is taken as it is, anything else is decoded and
+ * validated by jansson. */
+static void read_model(px_response_t *r, const jscan_t *s)
 {
-    jscan_t *s = r->scan;
+    const rl_buf_t *b = &s->cap[CAP_MODEL];
+    if (!s->cap_ok[CAP_MODEL] || b->len < 2)
+        return;
+    const char *text = b->data;
+    size_t n = b->len;
+    bool plain = text[0] == '"' && text[n - 1] == '"' && n - 2 < sizeof r->model;
+    for (size_t i = 1; plain && i + 1 < n; i++)
+        plain = text[i] != '\\' && text[i] != '"' && text[i] >= 0x20 && text[i] < 0x7f;
+    if (plain) {
+        if (r->model[0] == '\0' && n > 2) {
+            memcpy(r->model, text + 1, n - 2);
+            r->model[n - 2] = '\0';
+        }
+        return;
+    }
     json_t *v = load_kept(s, CAP_MODEL);
     set_model(r, json_string_value(v));
     json_decref(v);
+}
+
+static void read_json_body(px_response_t *r)
+{
+    jscan_t *s = r->scan;
+    read_model(r, s);
+    json_t *v;
     v = load_kept(s, CAP_USAGE);
     openai_usage(r, v);
     json_decref(v);

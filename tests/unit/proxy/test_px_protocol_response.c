@@ -812,6 +812,32 @@ static void json_usage_in_text_does_not_fool(void **state)
     result_free(&res);
 }
 
+/* A model name taken as it is, one with escapes decoded, one that is not
+ * a string or not text ignored. */
+static void json_model_names(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body, *model;
+    } cases[] = {
+        {"{\"model\":\"gpt-4o-mini-2024-07-18\",\"usage\":{\"prompt_tokens\":1}}",
+         "gpt-4o-mini-2024-07-18"},
+        {"{\"model\":\"gpt\\u002d4o\\/x\",\"usage\":{\"prompt_tokens\":1}}", "gpt-4o/x"},
+        {"{\"model\":\"mod\u00e8le\",\"usage\":{\"prompt_tokens\":1}}", "mod\u00e8le"},
+        {"{\"model\":\"\",\"usage\":{\"prompt_tokens\":1}}", ""},
+        {"{\"model\":42,\"usage\":{\"prompt_tokens\":1}}", ""},
+        {"{\"model\":\"bad\xff\",\"usage\":{\"prompt_tokens\":1}}", ""},
+    };
+    px_request_info_t info = info_of(PX_PROTO_OPENAI, PX_ACTION_CHAT, false);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        result_t res;
+        run_every_way(&info, 200, false, cases[i].body, strlen(cases[i].body), &res);
+        assert_string_equal(res.model, cases[i].model);
+        expect_usage(&res.usage, 1, 0, 0, 0, 0);
+        result_free(&res);
+    }
+}
+
 static void big_json_body_usage_still_read(void **state)
 {
     (void)state;
@@ -1183,6 +1209,7 @@ int main(void)
         cmocka_unit_test(chat_json_tool_calls),
         cmocka_unit_test(embeddings_json),
         cmocka_unit_test(json_usage_in_text_does_not_fool),
+        cmocka_unit_test(json_model_names),
         cmocka_unit_test(big_json_body_usage_still_read),
         cmocka_unit_test(malformed_json_body_forwarded),
         cmocka_unit_test(anthropic_stream_usage_with_cache),
