@@ -16,17 +16,45 @@ export const sourceDir = process.env.RL_SOURCE_DIR || path.resolve(here, '../..'
 export const buildDir = process.env.RL_BUILD_DIR || path.join(sourceDir, 'build');
 const harnessDir = path.join(sourceDir, 'tests/harness');
 
-/** Resolves to a TCP port on 127.0.0.1 that nothing listens on now. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/* Test servers listen below the kernel's ephemeral range (32768-60999 on
+ * Debian): a port the kernel hands out for listen(0) is also what it hands
+ * out as the source port of outgoing connections, and the parallel tests make
+ * thousands, so such a port could be taken again before the server binds it
+ * (CI saw PostgreSQL fail to start that way). */
+const PORT_LOW = 20000;
+const PORT_HIGH = 32767;
+
+function tryListen(port) {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+/** Resolves to a TCP port on 127.0.0.1, outside the ephemeral range, that nothing listens on now. */
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW + 1));
+    if (await tryListen(port)) return port;
+  }
+  throw new Error('freePort: no free port found');
+}
+
+/* A server's first start on a fresh port: another test may have picked the
+ * same port in between (rare, two random picks), so a failed first start
+ * gets two more ports before it is an error. */
+async function firstStart(server, attempts = 3) {
+  for (let i = 1; ; i++) {
+    try {
+      await server.start();
+      return;
+    } catch (e) {
+      if (i >= attempts) throw e;
+      server.setPort(await freePort());
+    }
+  }
 }
 
 /** Polls fn until it returns a truthy value (returned) or the deadline passes (throws). */
@@ -81,8 +109,12 @@ export async function startPostgres() {
     port,
     url: `postgresql://renlayer@127.0.0.1:${port}/postgres`,
     running: false,
+    setPort(p) {
+      pg.port = p;
+      pg.url = `postgresql://renlayer@127.0.0.1:${p}/postgres`;
+    },
     async start() {
-      await run('bash', [path.join(harnessDir, 'pg.sh'), 'start', data, String(port)], {
+      await run('bash', [path.join(harnessDir, 'pg.sh'), 'start', data, String(pg.port)], {
         env: { ...process.env, RL_PG_FSYNC: 'off' },
       });
       pg.running = true;
@@ -98,7 +130,7 @@ export async function startPostgres() {
       await rm(dir, { recursive: true, force: true });
     },
   };
-  await pg.start();
+  await firstStart(pg);
   return pg;
 }
 
@@ -112,8 +144,12 @@ export async function startNats() {
     port,
     url: `nats://127.0.0.1:${port}`,
     running: false,
+    setPort(p) {
+      nats.port = p;
+      nats.url = `nats://127.0.0.1:${p}`;
+    },
     async start() {
-      await run('bash', [path.join(harnessDir, 'nats.sh'), 'start', dir, String(port)]);
+      await run('bash', [path.join(harnessDir, 'nats.sh'), 'start', dir, String(nats.port)]);
       nats.running = true;
       running.add(stopSync);
     },
@@ -127,7 +163,7 @@ export async function startNats() {
       await rm(dir, { recursive: true, force: true });
     },
   };
-  await nats.start();
+  await firstStart(nats);
   return nats;
 }
 

@@ -128,24 +128,30 @@ static rl_status_t make_dir(const char *name, char *dir, size_t len)
     return RL_OK;
 }
 
-/* A TCP port on 127.0.0.1 that nothing listens on now, as text. */
+/* A TCP port on 127.0.0.1 that nothing listens on now, as text, below the
+ * kernel's ephemeral range (32768-60999): a port from bind(0) is also what
+ * the kernel gives outgoing connections as their source port, and one of
+ * those could take it before the server binds it. */
 static rl_status_t free_port(char *buf, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return rl_error(RL_ERR_IO, "socket: %s", strerror(errno));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t alen = sizeof a;
-    int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
-    if (rc == 0)
-        rc = getsockname(fd, (struct sockaddr *)&a, &alen);
-    int err = errno;
-    close(fd);
-    if (rc != 0)
-        return rl_error(RL_ERR_IO, "free port: %s", strerror(err));
-    snprintf(buf, len, "%u", (unsigned)ntohs(a.sin_port));
-    return RL_OK;
+    static unsigned seed;
+    if (seed == 0)
+        seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+    for (int attempt = 0; attempt < 200; attempt++) {
+        unsigned port = 20000 + (unsigned)rand_r(&seed) % 12768;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return rl_error(RL_ERR_IO, "socket: %s", strerror(errno));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+        close(fd);
+        if (rc == 0) {
+            snprintf(buf, len, "%u", port);
+            return RL_OK;
+        }
+    }
+    return rl_error(RL_ERR_IO, "free port: none found in 200 tries");
 }
 
 static bool port_answers(const char *port)
