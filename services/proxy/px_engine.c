@@ -127,12 +127,9 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
         return 0;
     }
     uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (slot == NULL) { /* out of memory for the table: a plain ADD/MOD */
-        struct epoll_event ev = {.events = events};
-        ev.data.fd = fd;
-        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
-            epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
-        return 0;
+    if (slot == NULL) { /* out of memory for the table: watched, not tracked */
+        px_curl_fd_t untracked = {0};
+        return watch(w, fd, &untracked, events);
     }
     slot->wanted = true;
     return watch(w, fd, slot, events);
@@ -167,12 +164,14 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-CURL *px_worker_easy(px_worker_t *w, bool *fresh)
+CURL *px_worker_easy(px_worker_t *w)
 {
-    *fresh = w->nidle_easy == 0;
     if (w->nidle_easy > 0)
         return w->idle_easy[--w->nidle_easy];
-    return curl_easy_init();
+    CURL *e = curl_easy_init();
+    if (e)
+        px_upstream_easy_setup(e, w);
+    return e;
 }
 
 /* An idle handle keeps the options every transfer shares (curl_easy_reset

@@ -82,7 +82,7 @@ struct px_worker {
     px_pending_t *pending; /* retries by due time */
     size_t in_flight;
     px_snapshot_t *snap;   /* the configuration this worker's new requests use */
-    CURL *idle_easy[64];   /* easy handles kept for reuse (their state is reset) */
+    CURL *idle_easy[64];   /* easy handles kept for reuse, with their shared options */
     size_t nidle_easy;
     rl_buf_t scratch;      /* reusable buffer for error bodies */
     rl_hmac_t *key_hasher; /* HMAC under the engine's hash_key: presented API keys */
@@ -233,15 +233,18 @@ bool px_resp_header_add(px_request_t *req, const char *name, size_t nlen, const 
 const char *px_resp_header_name(const px_request_t *req, size_t i);
 const char *px_resp_header_value(const px_request_t *req, size_t i);
 void px_resp_headers_reset(px_request_t *req);
+/* Sets the options every transfer of w shares on a new easy handle, which
+ * keeps them while it waits in the worker's pool. */
+void px_upstream_easy_setup(CURL *e, px_worker_t *w);
 rl_status_t px_upstream_start(px_request_t *req);
 void px_upstream_done(px_request_t *req, CURLcode result);
 void px_upstream_cancel(px_request_t *req);
 void px_upstream_run_pending(px_worker_t *w, int64_t now_ms);
 
 /* px_engine.c */
-/* An easy handle from the worker's pool (*fresh: a new one, without the
- * options every transfer shares) or NULL. */
-CURL *px_worker_easy(px_worker_t *w, bool *fresh);
+/* An easy handle from the worker's pool, with the options every transfer
+ * shares (px_upstream_easy_setup), or NULL. */
+CURL *px_worker_easy(px_worker_t *w);
 /* CURLOPT_CLOSESOCKETFUNCTION of the worker's transfers (data: the worker). */
 int px_worker_close_socket(void *worker, curl_socket_t fd);
 void px_worker_easy_done(px_worker_t *w, CURL *easy);

@@ -716,7 +716,7 @@ static json_t *load_kept(const jscan_t *s, int which)
 static void read_model(px_response_t *r, const jscan_t *s)
 {
     const rl_buf_t *b = &s->cap[CAP_MODEL];
-    if (!s->cap_ok[CAP_MODEL] || b->len < 2)
+    if (r->model[0] != '\0' || !s->cap_ok[CAP_MODEL] || b->len < 2)
         return;
     const char *text = b->data;
     size_t n = b->len;
@@ -724,10 +724,8 @@ static void read_model(px_response_t *r, const jscan_t *s)
     for (size_t i = 1; plain && i + 1 < n; i++)
         plain = text[i] != '\\' && text[i] != '"' && text[i] >= 0x20 && text[i] < 0x7f;
     if (plain) {
-        if (r->model[0] == '\0' && n > 2) {
-            memcpy(r->model, text + 1, n - 2);
-            r->model[n - 2] = '\0';
-        }
+        memcpy(r->model, text + 1, n - 2);
+        r->model[n - 2] = '\0';
         return;
     }
     json_t *v = load_kept(s, CAP_MODEL);
@@ -739,8 +737,7 @@ static void read_json_body(px_response_t *r)
 {
     jscan_t *s = r->scan;
     read_model(r, s);
-    json_t *v;
-    v = load_kept(s, CAP_USAGE);
+    json_t *v = load_kept(s, CAP_USAGE);
     openai_usage(r, v);
     json_decref(v);
     const rl_buf_t *t = &s->cap[CAP_TOOLS];

@@ -34,6 +34,13 @@
     {&(req)->body, &(req)->rewritten, &(req)->out, &(req)->resp_copy, &(req)->trace_req, \
      &(req)->resp_header_text}
 
+static void request_bufs_free(px_request_t *req)
+{
+    rl_buf_t *bufs[] = REQUEST_BUFS(req);
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        rl_buf_free(bufs[i]);
+}
+
 static void request_clear(px_request_t *req, bool recycled)
 {
     rl_buf_t *bufs[] = REQUEST_BUFS(req);
@@ -53,9 +60,7 @@ void px_request_pool_free(px_worker_t *w)
 {
     while (w->free_requests) {
         px_request_t *next = w->free_requests->next_free;
-        rl_buf_t *bufs[] = REQUEST_BUFS(w->free_requests);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            rl_buf_free(bufs[i]);
+        request_bufs_free(w->free_requests);
         free(w->free_requests);
         w->free_requests = next;
     }
@@ -77,9 +82,7 @@ px_request_t *px_request_new(px_worker_t *w, const char *uri)
     request_clear(req, recycled); /* a new request's buffers are zeroed: empty */
     req->uri = strdup(uri ? uri : "/");
     if (req->uri == NULL) {
-        rl_buf_t *bufs[] = REQUEST_BUFS(req);
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-            rl_buf_free(bufs[i]);
+        request_bufs_free(req);
         free(req);
         return NULL;
     }

@@ -673,27 +673,20 @@ static struct queued *node_get(px_publisher_t *pub)
 /* Gives n nodes back: kept up to FREE_NODES_MAX, freed beyond. */
 static void nodes_put(px_publisher_t *pub, struct queued **nodes, size_t n)
 {
-    struct queued *head = NULL, *tail = NULL;
     for (size_t i = 0; i < n; i++) {
         rl_buf_recycle(&nodes[i]->msg, FREE_NODE_KEEP_BYTES, 0);
-        nodes[i]->next = head;
-        head = nodes[i];
-        if (!tail)
-            tail = head;
+        nodes[i]->next = i + 1 < n ? nodes[i + 1] : NULL;
     }
-    size_t kept = 0;
     pthread_mutex_lock(&pub->q_mu);
-    if (head && pub->q_nfree + n <= FREE_NODES_MAX) {
-        tail->next = pub->q_free;
-        pub->q_free = head;
+    bool keep = n > 0 && pub->q_nfree + n <= FREE_NODES_MAX;
+    if (keep) {
+        nodes[n - 1]->next = pub->q_free;
+        pub->q_free = nodes[0];
         pub->q_nfree += n;
-        kept = n;
     }
     pthread_mutex_unlock(&pub->q_mu);
-    for (struct queued *x = kept ? NULL : head, *next; x; x = next) {
-        next = x->next;
-        node_free(x);
-    }
+    for (size_t i = 0; !keep && i < n; i++)
+        node_free(nodes[i]);
 }
 
 /* To the sender thread while nothing older waits in the spool (order) and

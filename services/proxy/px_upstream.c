@@ -261,9 +261,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 
 /* ---- attempts -------------------------------------------------------------------------- */
 
-/* The options every transfer of a worker shares: set once per easy handle,
- * which keeps them while it waits in the worker's pool. */
-static void set_shared_options(CURL *e, px_worker_t *w)
+void px_upstream_easy_setup(CURL *e, px_worker_t *w)
 {
     const px_engine_options_t *o = &w->engine->opts;
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, px_worker_close_socket);
@@ -307,15 +305,12 @@ rl_status_t px_upstream_start(px_request_t *req)
     }
     curl_slist_free_all(req->upstream_headers);
     req->upstream_headers = build_headers(req, g);
-    bool fresh = false;
-    CURL *e = px_worker_easy(w, &fresh);
+    CURL *e = px_worker_easy(w);
     if (e == NULL || req->upstream_headers == NULL) {
         px_worker_easy_done(w, e);
         req->up_result = CURLE_OUT_OF_MEMORY;
         return rl_error(RL_ERR_NOMEM, "upstream");
     }
-    if (fresh)
-        set_shared_options(e, w);
     const rl_buf_t *body = req->rewritten.len ? &req->rewritten : &req->body;
     curl_easy_setopt(e, CURLOPT_URL, req->upstream_url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)req);
