@@ -16,15 +16,15 @@ set -euo pipefail
 hold=$1 rounds=$2 secs=$3
 shift 3
 root=$(cd "$(dirname "$0")/../.." && pwd)
-eval "$(tr ' ' '\n' < "$hold" | grep -E '^(proxy|nginx|key|proxy_pid)=')"
+eval "$(tr ' ' '\n' < "$hold" | grep -E '^(proxy|nginx|key|proxy_pid|nginx_pidfile)=')"
+# shellcheck source=tests/bench/lib.sh
+. "$root/tests/bench/lib.sh"
 export BENCH_KEY=$key
 work=$(mktemp -d /tmp/renlayer-ab-XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-nginx_pids() { local m; m=$(pgrep -f "nginx-px/nginx.conf" | head -1); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
 hz=$(getconf CLK_TCK)
 
 names=(nginx) urls=("$nginx") procs=(ngx)
@@ -48,7 +48,7 @@ done
 
 for _ in $(seq 1 "$rounds"); do
   for i in "${!names[@]}"; do
-    p=${procs[$i]}; [ "$p" = ngx ] && p=$(nginx_pids)
+    p=${procs[$i]}; [ "$p" = ngx ] && p=$(nginx_pids "$nginx_pidfile")
     # shellcheck disable=SC2086
     before=$(ticks $p)
     out=$(wrk -t2 -c64 -d"${secs}s" -s "$root/tests/bench/post.lua" "${urls[$i]}/v1/chat/completions")
@@ -60,10 +60,9 @@ for _ in $(seq 1 "$rounds"); do
   done
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 printf '%-10s %10s %12s   %s\n' target "req/s" "CPU us/req" "CPU us/req per round (sorted)"
 for name in "${names[@]}"; do
-  printf '%-10s %10s %12s   %s\n' "$name" "$(awk -v nm="$name" '$1 == nm { print $2 }' "$work/runs" | median)" \
-    "$(awk -v nm="$name" '$1 == nm { print $3 }' "$work/runs" | median)" \
+  printf '%-10s %10s %12s   %s\n' "$name" "$(awk -v nm="$name" '$1 == nm { print $2 }' "$work/runs" | median_of)" \
+    "$(awk -v nm="$name" '$1 == nm { print $3 }' "$work/runs" | median_of)" \
     "$(awk -v nm="$name" '$1 == nm { print $3 }' "$work/runs" | sort -g | tr '\n' ' ')"
 done

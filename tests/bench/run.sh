@@ -83,19 +83,16 @@ for _ in $(seq 1 200); do
 done
 
 if [ -n "${BENCH_HOLD:-}" ]; then # leave the stack up for profiling; Ctrl-C ends it
-  printf 'proxy=http://127.0.0.1:%s nginx=http://127.0.0.1:%s key=%s proxy_pid=%s nats_pid=%s\n' \
-    "$px_port" "$ngx_port" "$key" "$px_pid" "$(cat "$work/nats/nats.pid")" | tee "${BENCH_HOLD}"
+  printf 'proxy=http://127.0.0.1:%s nginx=http://127.0.0.1:%s key=%s proxy_pid=%s nats_pid=%s nginx_pidfile=%s\n' \
+    "$px_port" "$ngx_port" "$key" "$px_pid" "$(cat "$work/nats/nats.pid")" "$work/nginx-px/nginx.pid" | tee "${BENCH_HOLD}"
   sleep "${BENCH_HOLD_SECONDS:-600}"
   exit 0
 fi
 
-# CPU ticks (user + system) of a process and its children threads.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-nginx_ticks() { # master pid file -> sum over master and workers
-  local m; m=$(cat "$1"); local t=0
-  for p in $m $(pgrep -P "$m"); do t=$(( t + $(ticks "$p") )); done
-  echo "$t"
-}
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
+# shellcheck disable=SC2046
+nginx_ticks() { ticks $(nginx_pids "$1"); } # master pid file -> master and workers
 hz=$(getconf CLK_TCK)
 
 # One measured wrk run: appends "rps p50_us p99_us cpu_us_per_req non2xx" to
@@ -118,7 +115,7 @@ run_wrk() {
 warm() { BENCH_KEY=${2:-} wrk -t2 -c"$conns" -d"${secs}s" -s tests/bench/post.lua "$1" >/dev/null 2>&1; }
 
 # The median of column c of a target's runs.
-median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | median_of; }
 
 report() { # name label
   local bad note=""; bad=$(awk '{ s += $5 } END { print s + 0 }' "$work/$1.runs")
@@ -128,8 +125,7 @@ report() { # name label
 }
 
 # The median over rounds of a's req/s divided by b's in the same round.
-ratio() { paste -d' ' "$work/$1.runs" "$work/$2.runs" | awk '{ print $1 / $6 }' | sort -g |
-  awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'; }
+ratio() { printf '%.2f' "$(paste -d' ' "$work/$1.runs" "$work/$2.runs" | awk '{ print $1 / $6 }' | median_of)"; }
 
 nats_pid=$(cat "$work/nats/nats.pid")
 up_url="http://127.0.0.1:$up_port/v1/chat/completions"

@@ -65,15 +65,15 @@ bin=$(cd "$build" && pwd)/services/trace-writer/renlayer-trace-writer
 writer_pid=$!
 t_start=$(now_ms)
 t_first=; t_done=
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 hz=$(getconf CLK_TCK)
 # CPU of the servers too: every postgres process of this cluster, nats-server
 # (the postmaster, its children alive, and those gone: the postmaster's cutime + cstime)
 pg_ticks() {
   local pm; pm=$(head -1 "$work/pg/postmaster.pid")
   local t; t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat")
-  for p in $(pgrep -P "$pm"); do t=$(( t + $(ticks "$p" 2>/dev/null || echo 0) )); done
-  echo "$t"
+  echo $((t + $(ticks $(pgrep -P "$pm"))))
 }
 nats_pid=$(cat "$work/nats/nats.pid")
 cpu0=$(ticks "$writer_pid"); pgcpu0=$(pg_ticks); natscpu0=$(ticks "$nats_pid")
