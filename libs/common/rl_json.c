@@ -41,7 +41,7 @@ static rl_status_t field(const json_t *obj, const char *key, json_t **out)
 
 rl_status_t rl_json_get_str(const json_t *obj, const char *key, const char **out)
 {
-    json_t *v;
+    json_t *v = NULL;
     rl_status_t st = field(obj, key, &v);
     if (st != RL_OK)
         return st;
@@ -53,7 +53,7 @@ rl_status_t rl_json_get_str(const json_t *obj, const char *key, const char **out
 
 rl_status_t rl_json_get_int(const json_t *obj, const char *key, int64_t *out)
 {
-    json_t *v;
+    json_t *v = NULL;
     rl_status_t st = field(obj, key, &v);
     if (st != RL_OK)
         return st;
@@ -65,7 +65,7 @@ rl_status_t rl_json_get_int(const json_t *obj, const char *key, int64_t *out)
 
 rl_status_t rl_json_get_num(const json_t *obj, const char *key, double *out)
 {
-    json_t *v;
+    json_t *v = NULL;
     rl_status_t st = field(obj, key, &v);
     if (st != RL_OK)
         return st;
@@ -77,7 +77,7 @@ rl_status_t rl_json_get_num(const json_t *obj, const char *key, double *out)
 
 rl_status_t rl_json_get_bool(const json_t *obj, const char *key, bool *out)
 {
-    json_t *v;
+    json_t *v = NULL;
     rl_status_t st = field(obj, key, &v);
     if (st != RL_OK)
         return st;

@@ -659,7 +659,7 @@ static int key_rank(const char *k)
 
 static rl_status_t compile_one(cc_t *cc, const char *key, const json_t *v, rl_cond_t *c, int depth)
 {
-    size_t n;
+    size_t n = 0;
     rl_status_t st;
     if (strcmp(key, "action") == 0) {
         c->kind = RL_COND_ACTION;
@@ -780,7 +780,7 @@ static rl_status_t compile_conds(cc_t *cc, const json_t *j, rl_cond_t *out, int 
         kv[k++] = (kv_t){key, val, rank};
     }
     qsort(kv, k, sizeof kv[0], kv_cmp);
-    rl_cond_t *v;
+    rl_cond_t *v = NULL;
     rl_status_t st = new_node(cc, &v, k);
     for (size_t i = 0; i < k && st == RL_OK; i++) {
         size_t saved = path_key(cc, kv[i].key);

@@ -44,10 +44,20 @@ typedef struct {
     rl_status_t st; /* the first error; later writes are skipped */
 } w_t;
 
+/* A trace is a few hundred small writes: those that fit the buffer's
+ * capacity and limit are copied here, the rest go through rl_buf_append. */
 static void w_raw(w_t *w, const void *s, size_t n)
 {
-    if (w->st == RL_OK && n > 0)
-        w->st = rl_buf_append(w->b, s, n);
+    rl_buf_t *b = w->b;
+    if (w->st != RL_OK || n == 0)
+        return;
+    if (n < b->cap - b->len && n <= b->max - b->len) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return;
+    }
+    w->st = rl_buf_append(b, s, n);
 }
 
 #define W_LIT(w, s) w_raw((w), (s), sizeof(s) - 1)

@@ -356,10 +356,9 @@ static json_t *field(const json_t *obj, const char *key)
 static bool get_str(enc_t *e, const json_t *obj, const char *key, bool required, json_t **out)
 {
     json_t *v = field(obj, key);
-    if (!v) {
-        *out = NULL;
+    *out = NULL;
+    if (!v)
         return required ? fail(e, TW_REASON_INVALID_FIELD, "%s: missing", key) : true;
-    }
     if (!json_is_string(v))
         return fail(e, TW_REASON_INVALID_FIELD, "%s: must be a string", key);
     *out = v;
@@ -641,7 +640,8 @@ static bool encode_trace(enc_t *e, const json_t *m, const tw_limits_t *lim)
     memset(&c, 0, sizeof c);
     if (!read_common(e, m, lim, &c))
         return false;
-    json_t *method, *path, *model, *upstream, *error, *req, *resp, *usage, *tools, *attempts;
+    json_t *method = NULL, *path = NULL, *model = NULL, *upstream = NULL, *error = NULL;
+    json_t *req = NULL, *resp = NULL, *usage = NULL, *tools = NULL, *attempts = NULL;
     bool has_ended, has_cost, has_lat, has_up, has_over, stream, truncated;
     int64_t ended_us = 0, overhead = 0;
     double cost = 0, lat = 0, up = 0;

@@ -9,14 +9,16 @@
 # PostgreSQL and NATS. Every round runs wrk on the nginx proxy and on each
 # build back to back; medians of req/s and of CPU µs per request are
 # printed. On this VM a build's cost moves by ±10 % between rounds: compare
-# medians of 7 or more rounds, never two single runs.
+# medians of 7 or more rounds, never two single runs. Beside the target's
+# own CPU, each row shows nats-server's and the whole machine's busy CPU
+# per request (/proc/stat): throughput is 2 cores divided by the latter.
 set -euo pipefail
 
 [ $# -ge 4 ] || { echo "usage: $0 <hold-file> <rounds> <seconds> name=binary ..." >&2; exit 2; }
 hold=$1 rounds=$2 secs=$3
 shift 3
 root=$(cd "$(dirname "$0")/../.." && pwd)
-eval "$(tr ' ' '\n' < "$hold" | grep -E '^(proxy|nginx|key|proxy_pid|nginx_pidfile)=')"
+eval "$(tr ' ' '\n' < "$hold" | grep -E '^(proxy|nginx|key|proxy_pid|nats_pid|nginx_pidfile)=')"
 # shellcheck source=tests/bench/lib.sh
 . "$root/tests/bench/lib.sh"
 export BENCH_KEY=$key
@@ -50,19 +52,22 @@ for _ in $(seq 1 "$rounds"); do
   for i in "${!names[@]}"; do
     p=${procs[$i]}; [ "$p" = ngx ] && p=$(nginx_pids "$nginx_pidfile")
     # shellcheck disable=SC2086
-    before=$(ticks $p)
+    before=$(ticks $p) nats_before=$(ticks "$nats_pid") busy_before=$(busy_ticks)
     out=$(wrk -t2 -c64 -d"${secs}s" -s "$root/tests/bench/post.lua" "${urls[$i]}/v1/chat/completions")
     # shellcheck disable=SC2086
-    after=$(ticks $p)
-    echo "$out" | awk -v t=$((after - before)) -v hz="$hz" -v nm="${names[$i]}" '
+    after=$(ticks $p) nats_after=$(ticks "$nats_pid") busy_after=$(busy_ticks)
+    echo "$out" | awk -v t=$((after - before)) -v hz="$hz" -v nm="${names[$i]}" \
+      -v nt=$((nats_after - nats_before)) -v bt=$((busy_after - busy_before)) '
       /requests in/ { n = $1 } /Requests\/sec/ { r = $2 }
-      END { printf "%s %.0f %.1f\n", nm, r, t / hz * 1e6 / n }' >> "$work/runs"
+      END { printf "%s %.0f %.1f %.1f %.1f\n", nm, r, t / hz * 1e6 / n, nt / hz * 1e6 / n, bt / hz * 1e6 / n }' >> "$work/runs"
   done
 done
 
-printf '%-10s %10s %12s   %s\n' target "req/s" "CPU us/req" "CPU us/req per round (sorted)"
+col() { awk -v nm="$1" -v c="$2" '$1 == nm { print $c }' "$work/runs" | median_of; }
+printf '%-10s %10s %12s %10s %12s   %s\n' target "req/s" "CPU us/req" "nats us" "machine us" \
+  "CPU us/req per round (sorted)"
 for name in "${names[@]}"; do
-  printf '%-10s %10s %12s   %s\n' "$name" "$(awk -v nm="$name" '$1 == nm { print $2 }' "$work/runs" | median_of)" \
-    "$(awk -v nm="$name" '$1 == nm { print $3 }' "$work/runs" | median_of)" \
+  printf '%-10s %10s %12s %10s %12s   %s\n' "$name" "$(col "$name" 2)" "$(col "$name" 3)" \
+    "$(col "$name" 4)" "$(col "$name" 5)" \
     "$(awk -v nm="$name" '$1 == nm { print $3 }' "$work/runs" | sort -g | tr '\n' ' ')"
 done

@@ -11,6 +11,10 @@ ticks() {
   echo "$t"
 }
 
+# Busy CPU ticks of the whole machine, all cores (/proc/stat: everything but
+# idle and iowait).
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
 # An nginx master (from its pid file) and its workers.
 nginx_pids() { local m; m=$(cat "$1"); echo "$m" $(pgrep -P "$m"); }
 
