@@ -8,7 +8,7 @@
 # each server (from /proc), the proxy's own p99 overhead at a fixed 1,000
 # requests/s, and its RSS with 1,000 open client connections.
 # Bounded: every load runs for BENCH_SECONDS (default 5) and stops by itself;
-# nginx proxy and renlayer alternate for BENCH_ROUNDS (3) rounds, medians reported.
+# nginx proxy and renlayer alternate for BENCH_ROUNDS (5) rounds, medians reported.
 # BENCH_HOLD=<file>: set up, write the ports and key to <file>, wait
 # BENCH_HOLD_SECONDS (600) for profiling by hand, stop.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 build="${BUILD_DIR:-build}"
 secs="${BENCH_SECONDS:-5}"
-rounds="${BENCH_ROUNDS:-3}"
+rounds="${BENCH_ROUNDS:-5}"
 conns="${BENCH_CONNECTIONS:-64}"
 work=$(mktemp -d /tmp/renlayer-bench-XXXXXX)
 H=tests/harness
