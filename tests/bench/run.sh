@@ -110,19 +110,21 @@ fi
 nginx_ticks() { ticks $(nginx_pids "$1"); } # master pid file -> master and workers
 hz=$(getconf CLK_TCK)
 
-# One measured wrk run: appends "rps p50_us p99_us cpu_us_per_req non2xx" to
-# $work/<name>.runs. cpu_fn/cpu_arg: how to read the server's CPU ticks.
+# One measured wrk run: appends "rps p50_us p99_us cpu_us_per_req non2xx
+# machine_us_per_req" to $work/<name>.runs (machine: every core's busy time,
+# whatever process spent it; 2 cores / that is the req/s). cpu_fn/cpu_arg:
+# how to read the server's CPU ticks.
 run_wrk() {
   local name=$1 url=$2 cpu_fn=$3 cpu_arg=$4
-  local before after out
-  before=$($cpu_fn "$cpu_arg")
+  local before after busy_before busy_after out
+  before=$($cpu_fn "$cpu_arg") busy_before=$(busy_ticks)
   out=$(BENCH_KEY=${5:-} wrk -t2 -c"$conns" -d"${secs}s" --latency -s tests/bench/post.lua "$url")
-  after=$($cpu_fn "$cpu_arg")
-  echo "$out" | awk -v t=$((after - before)) -v hz="$hz" '
+  after=$($cpu_fn "$cpu_arg") busy_after=$(busy_ticks)
+  echo "$out" | awk -v t=$((after - before)) -v bt=$((busy_after - busy_before)) -v hz="$hz" '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1e6; return v }
     /requests in/ { n = $1 } /Requests\/sec/ { rps = $2 } $1 == "50%" { p50 = us($2) } $1 == "99%" { p99 = us($2) }
     /Non-2xx/ { bad = $5 }
-    END { printf "%s %.1f %.1f %.1f %d\n", rps, p50, p99, t / hz * 1e6 / n, bad + 0 }' >> "$work/$name.runs"
+    END { printf "%s %.1f %.1f %.1f %d %.1f\n", rps, p50, p99, t / hz * 1e6 / n, bad + 0, bt / hz * 1e6 / n }' >> "$work/$name.runs"
 }
 
 # An unmeasured run as long as a measured one: the first seconds of load
@@ -135,12 +137,12 @@ median() { awk -v c="$2" '{ print $c }' "$work/$1.runs" | median_of; }
 report() { # name label
   local bad note=""; bad=$(awk '{ s += $5 } END { print s + 0 }' "$work/$1.runs")
   [ "$bad" != 0 ] && note="  non-2xx: $bad"
-  printf '%-34s %9.0f %9.0f %9.0f %12.1f   %-22s %s%s\n' "$2" "$(median "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)" \
-    "$(median "$1" 4)" "$(awk '{ printf "%.0f ", $1 }' "$work/$1.runs")" "$(awk '{ printf "%.0f ", $4 }' "$work/$1.runs")" "$note"
+  printf '%-34s %9.0f %9.0f %9.0f %12.1f %12.1f   %-22s %s%s\n' "$2" "$(median "$1" 1)" "$(median "$1" 2)" "$(median "$1" 3)" \
+    "$(median "$1" 4)" "$(median "$1" 6)" "$(awk '{ printf "%.0f ", $1 }' "$work/$1.runs")" "$(awk '{ printf "%.0f ", $4 }' "$work/$1.runs")" "$note"
 }
 
 # The median over rounds of a's req/s divided by b's in the same round.
-ratio() { printf '%.2f' "$(paste -d' ' "$work/$1.runs" "$work/$2.runs" | awk '{ print $1 / $6 }' | median_of)"; }
+ratio() { printf '%.2f' "$(paste -d' ' "$work/$1.runs" "$work/$2.runs" | awk '{ print $1 / $(NF / 2 + 1) }' | median_of)"; }
 
 nats_pid=$(cat "$work/nats/nats.pid")
 up_url="http://127.0.0.1:$up_port/v1/chat/completions"
@@ -148,7 +150,7 @@ ngx_url="http://127.0.0.1:$ngx_port/v1/chat/completions"
 px_url="http://127.0.0.1:$px_port/v1/chat/completions"
 printf '\nwrk: 2 threads, %s connections, POST /v1/chat/completions (302-byte body); %s rounds of %ss,\n' "$conns" "$rounds" "$secs"
 printf 'each round: nginx proxy, (c), nginx proxy, (d); each ratio against the nginx run just before (this VM drifts by tens of %% between minutes)\n\n'
-printf '%-34s %9s %9s %9s %12s   %-22s %s\n' "target (medians)" "req/s" "p50 us" "p99 us" "CPU us/req" "req/s per round" "CPU us/req per round"
+printf '%-34s %9s %9s %9s %12s %12s   %-22s %s\n' "target (medians)" "req/s" "p50 us" "p99 us" "CPU us/req" "machine us" "req/s per round" "CPU us/req per round"
 warm "$up_url"; warm "$ngx_url"; warm "$px_url" "$key"; warm "$px_url" "$key_full"
 run_wrk upstream "$up_url" nginx_ticks "$work/nginx-up/nginx.pid"
 nats_before=$(ticks "$nats_pid")
@@ -172,6 +174,8 @@ printf '\nratio (c) renlayer / nginx proxy: %s (median of the rounds; target >= 
 awk -v a="$(median renlayer 4)" -v b="$(median nginx 4)" 'BEGIN { printf "CPU per request (c) renlayer / nginx proxy: %.1fx (target <= 3)\n", a / b }'
 printf 'ratio (d) renlayer with 20 policies and DLP / nginx proxy: %s (median of the rounds; target >= 0.50)\n' "$(ratio renlayer_full nginx_d)"
 awk -v a="$(median renlayer_full 4)" -v b="$(median nginx_d 4)" 'BEGIN { printf "CPU per request (d) / nginx proxy: %.1fx\n", a / b }'
+printf 'machine CPU per request (all processes, both cores): nginx proxy %s us, (c) %s us, (d) %s us\n' \
+  "$(median nginx 6)" "$(median renlayer 6)" "$(median renlayer_full 6)"
 lines=$(curl -s "http://127.0.0.1:$px_port/metrics" | awk '/^renlayer_proxy_bus_message_lines_sum/ {s=$2} /^renlayer_proxy_bus_message_lines_count/ {c=$2} END { if (c > 0) printf "%.1f", s / c; else print "-" }')
 new_traces=$(( ${traces:-0} - ${traces_before:-0} ))
 echo "traces published to JetStream: ${traces:-0} (spooled: ${spooled:-0}), ${lines} per bus message; nats-server CPU: $(( (nats_after - nats_before) * 1000000 / hz / (new_traces > 0 ? new_traces : 1) )) us per trace"
