@@ -27,7 +27,8 @@
 
 #define SPOOL_MAX_DEFAULT (1LL << 30)
 #define REPLAY_BATCH 1024         /* records published before waiting for their acks */
-#define IDLE_WAIT_MS 20           /* replay thread's nap when there is nothing to do */
+#define IDLE_WAIT_MS 20           /* replay thread's nap while records wait for the bus */
+#define QUIET_WAIT_MS 1000        /* ... and with nothing spooled (an append wakes it) */
 #define BACKOFF_MS 5              /* after the bus refused (window full) */
 #define NACK_BACKOFF_MIN_MS 10    /* after nacks: the server refuses what it gets... */
 #define NACK_BACKOFF_MAX_MS 1000  /* ...so replay slows down, doubling up to this */
@@ -597,9 +598,13 @@ static uint64_t bus_pending(px_publisher_t *pub)
     return st.js_pending;
 }
 
+/* Under mu: the replay thread checks the spool empty and sleeps under it,
+ * so the first record's wake cannot fall between the two (quiet_wait). */
 static void wake(px_publisher_t *pub)
 {
+    pthread_mutex_lock(&pub->mu);
     pthread_cond_signal(&pub->cond);
+    pthread_mutex_unlock(&pub->mu);
 }
 
 /* Traces or decisions in a bus message: one per line (docs/bus.md). */
@@ -620,9 +625,10 @@ static rl_status_t spool_put(px_publisher_t *pub, const char *subject, const cha
     uint64_t n = lines_in(data, len);
     if (st == RL_OK) {
         rl_counter_add(pub->spooled, n);
-        /* only the first record needs the replay thread at once; it polls
-         * every IDLE_WAIT_MS anyway, and a wake per request costs a futex call
-         * on the request path while NATS is down */
+        /* only the first record needs the replay thread at once (it sleeps
+         * while the spool is empty, then polls every IDLE_WAIT_MS), and a
+         * wake per request costs a futex call on the request path while
+         * NATS is down */
         if (px_spool_depth(pub->spool) == 1)
             wake(pub);
     } else {
@@ -1036,18 +1042,37 @@ static void update_levels(px_publisher_t *pub, replay_t *r)
 
 /* Waits up to ms; a wake() (something was spooled) or a stop ends it early
  * unless until_stop, when only a stop does. */
-static void idle_wait(px_publisher_t *pub, int64_t ms, bool until_stop)
+/* CLOCK_MONOTONIC (pub->cond's clock) ms from now. */
+static struct timespec deadline_in(int64_t ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)(ms * 1000000);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
+    return ts;
+}
+
+static void idle_wait(px_publisher_t *pub, int64_t ms, bool until_stop)
+{
+    struct timespec ts = deadline_in(ms);
     pthread_mutex_lock(&pub->mu);
     while (!pub->stop) {
         if (pthread_cond_timedwait(&pub->cond, &pub->mu, &ts) == ETIMEDOUT || !until_stop)
             break;
     }
+    pthread_mutex_unlock(&pub->mu);
+}
+
+/* Nothing spooled: sleeps until spool_put's wake (or QUIET_WAIT_MS), not
+ * 50 times a second. */
+static void quiet_wait(px_publisher_t *pub)
+{
+    struct timespec ts = deadline_in(QUIET_WAIT_MS);
+    pthread_mutex_lock(&pub->mu);
+    if (!pub->stop && px_spool_depth(pub->spool) == 0)
+        pthread_cond_timedwait(&pub->cond, &pub->mu, &ts);
     pthread_mutex_unlock(&pub->mu);
 }
 
@@ -1091,10 +1116,15 @@ static void *replay_main(void *arg)
             last_sync = mono_ms();
         }
         update_levels(pub, &r);
-        if (refused)
+        if (refused) {
             idle_wait(pub, BACKOFF_MS, false);
-        else if (sent == 0)
+        } else if (sent == 0 && px_spool_depth(pub->spool) == 0 && !r.uncommitted) {
+            (void)px_spool_sync(pub->spool);
+            last_sync = mono_ms();
+            quiet_wait(pub);
+        } else if (sent == 0) {
             idle_wait(pub, IDLE_WAIT_MS, false);
+        }
     }
 
     /* Stopping: replay what the bus takes within FLUSH_MS, then wait for every
