@@ -33,7 +33,7 @@ static rl_status_t reserve(rl_buf_t *b, size_t extra)
     return RL_OK;
 }
 
-rl_status_t rl_buf_append(rl_buf_t *b, const void *data, size_t n)
+rl_status_t rl_buf_append_grow(rl_buf_t *b, const void *data, size_t n)
 {
     rl_status_t st = reserve(b, n);
     if (st != RL_OK)

@@ -5,6 +5,7 @@
 #define RL_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "rl_status.h"
 
@@ -18,9 +19,22 @@ typedef struct {
 /* Prepares an empty buffer that may hold at most max bytes. Allocates nothing. */
 void rl_buf_init(rl_buf_t *b, size_t max);
 
+/* The out-of-line part of rl_buf_append: grows the buffer first. */
+rl_status_t rl_buf_append_grow(rl_buf_t *b, const void *data, size_t n);
+
 /* Appends n bytes. RL_ERR_TOO_LARGE when len would pass max (nothing appended),
- * RL_ERR_NOMEM when allocation fails. */
-rl_status_t rl_buf_append(rl_buf_t *b, const void *data, size_t n);
+ * RL_ERR_NOMEM when allocation fails. Inline when the bytes fit the memory
+ * already there: encoders append a few bytes at a time, hundreds of times
+ * per message. */
+static inline rl_status_t rl_buf_append(rl_buf_t *b, const void *data, size_t n)
+{
+    if (n == 0 || n >= b->cap - b->len || n > b->max - b->len)
+        return rl_buf_append_grow(b, data, n);
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return RL_OK;
+}
 
 /* Appends a C string. Same errors as rl_buf_append. */
 rl_status_t rl_buf_append_str(rl_buf_t *b, const char *s);

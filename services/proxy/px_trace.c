@@ -45,20 +45,10 @@ typedef struct {
     rl_status_t st; /* the first error; later writes are skipped */
 } w_t;
 
-/* A trace is a few hundred small writes: those that fit the buffer's
- * capacity and limit are copied here, the rest go through rl_buf_append. */
 static void w_raw(w_t *w, const void *s, size_t n)
 {
-    rl_buf_t *b = w->b;
-    if (w->st != RL_OK || n == 0)
-        return;
-    if (n < b->cap - b->len && n <= b->max - b->len) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-        return;
-    }
-    w->st = rl_buf_append(b, s, n);
+    if (w->st == RL_OK && n > 0)
+        w->st = rl_buf_append(w->b, s, n);
 }
 
 #define W_LIT(w, s) w_raw((w), (s), sizeof(s) - 1)
@@ -1040,8 +1030,6 @@ static void update_levels(px_publisher_t *pub, replay_t *r)
     }
 }
 
-/* Waits up to ms; a wake() (something was spooled) or a stop ends it early
- * unless until_stop, when only a stop does. */
 /* CLOCK_MONOTONIC (pub->cond's clock) ms from now. */
 static struct timespec deadline_in(int64_t ms)
 {
@@ -1054,6 +1042,8 @@ static struct timespec deadline_in(int64_t ms)
     return ts;
 }
 
+/* Waits up to ms; a wake() (something was spooled) or a stop ends it early
+ * unless until_stop, when only a stop does. */
 static void idle_wait(px_publisher_t *pub, int64_t ms, bool until_stop)
 {
     struct timespec ts = deadline_in(ms);
