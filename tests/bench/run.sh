@@ -72,13 +72,17 @@ export RENLAYER_NATS_URL="nats://127.0.0.1:$nats_port"
 export RENLAYER_SECRET_KEY=$(openssl rand -hex 32)
 export RENLAYER_MIGRATIONS_DIR="$root/migrations"
 "$build/services/api/renlayer-api" migrate 2>/dev/null
-seed=$("$build/services/api/renlayer-api" seed-demo --email bench@renlayer.test \
-        --upstream "http://127.0.0.1:$up_port" --header "Authorization=Bearer sk-bench" 2>/dev/null)
-key=$(echo "$seed" | sed -n 's/^RENLAYER_DEMO_AGENT_KEY=//p')
-seed_full=$("$build/services/api/renlayer-api" seed-demo --email bench-policies@renlayer.test \
-        --upstream "http://127.0.0.1:$up_port" --header "Authorization=Bearer sk-bench" 2>/dev/null)
-key_full=$(echo "$seed_full" | sed -n 's/^RENLAYER_DEMO_AGENT_KEY=//p')
-tenant_full=$(echo "$seed_full" | sed -n 's/^RENLAYER_DEMO_TENANT_ID=//p')
+# A tenant with an agent, a gate to the upstream and a key: its seed-demo output.
+seed_tenant() {
+  "$build/services/api/renlayer-api" seed-demo --email "$1" \
+    --upstream "http://127.0.0.1:$up_port" --header "Authorization=Bearer sk-bench" 2>/dev/null
+}
+field() { echo "$1" | sed -n "s/^RENLAYER_DEMO_$2=//p"; }
+seed=$(seed_tenant bench@renlayer.test)
+seed_full=$(seed_tenant bench-policies@renlayer.test)
+key=$(field "$seed" AGENT_KEY)
+key_full=$(field "$seed_full" AGENT_KEY)
+tenant_full=$(field "$seed_full" TENANT_ID)
 # (d)'s tenant: 20 policies in its default set (DLP, all built-ins, is on for
 # both tenants), every one evaluated on every request.
 psql -q -v ON_ERROR_STOP=1 -v tenant="$tenant_full" "$RENLAYER_DATABASE_URL" -f tests/bench/policies.sql
