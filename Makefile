@@ -2,10 +2,11 @@
 BUILD_DIR    ?= build
 SANITIZE_DIR ?= build-sanitize
 RELEASE_DIR  ?= build-release
+FUZZ_DIR     ?= build-fuzz
 JOBS         ?= $(shell nproc)
 CTEST_ARGS   ?= --output-on-failure
 
-.PHONY: all deps build test test-unit test-integration sanitize release-check run stop bench clean format
+.PHONY: all deps build test test-unit test-integration sanitize release-check fuzz run stop bench clean format
 
 all: build
 
@@ -39,6 +40,15 @@ release-check: deps
 	@cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(RELEASE_DIR) -j $(JOBS)
 
+# The parsers and encoders that see untrusted bytes, under libFuzzer with
+# ASan + UBSan (clang), FUZZ_SECONDS (default 20) per target: tests/fuzz.
+fuzz:
+	@RL_WITH_FUZZ=1 scripts/install-deps.sh
+	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_C_FLAGS_DEBUG="-O1 -g" -DRL_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzzers
+	@FUZZ_DIR=$(FUZZ_DIR) scripts/fuzz.sh
+
 run: build
 	@scripts/run.sh
 
@@ -51,7 +61,7 @@ bench: build
 	@bash tests/bench/writer.sh
 
 format:
-	@clang-format -i libs/common/*.[ch] services/*/*.[ch] tests/unit/*/*.c
+	@clang-format -i libs/common/*.[ch] services/*/*.[ch] tests/unit/*/*.c tests/fuzz/*.[ch]
 
 clean:
-	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(RELEASE_DIR)
+	rm -rf $(BUILD_DIR) $(SANITIZE_DIR) $(RELEASE_DIR) $(FUZZ_DIR)

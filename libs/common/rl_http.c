@@ -474,15 +474,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+/* What MHD reports about the API's connections is worth a warning. */
+static rl_log_level_t warn_level = RL_LOG_WARN;
+
+void rl_http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
-    rl_log(RL_LOG_WARN, "http server", "{s:s}", "detail", msg);
+    rl_log(*(const rl_log_level_t *)cls, "http server", "{s:s}", "detail", msg);
 }
 
 rl_status_t rl_http_server_start(const rl_http_options_t *opts, rl_http_server_t **out)
@@ -514,7 +516,7 @@ rl_status_t rl_http_server_start(const rl_http_options_t *opts, rl_http_server_t
 
     srv->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-        on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, rl_http_mhd_log, &warn_level,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->opts.threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->opts.connection_limit,

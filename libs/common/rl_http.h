@@ -13,6 +13,7 @@
 #define RL_HTTP_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -60,6 +61,11 @@ unsigned rl_http_server_port(const rl_http_server_t *srv);
 
 /* Stops accepting, waits for handlers in flight to finish, frees. NULL ok. */
 void rl_http_server_stop(rl_http_server_t *srv);
+
+/* A libmicrohttpd MHD_OPTION_EXTERNAL_LOGGER callback: one rl_log line
+ * ("http server", {"detail"}) at the level *(const rl_log_level_t *)cls.
+ * For every MHD daemon in the project, rl_http's own and the proxy's. */
+void rl_http_mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Request accessors. Returned strings are borrowed and valid until the
  * handler returns. */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "px_internal.h"
+#include "rl_http.h"
 #include "rl_log.h"
 #include "rl_net.h"
 
@@ -242,16 +243,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    rl_log(RL_LOG_DEBUG, "http server", "{s:s}", "detail", msg);
-}
+/* MHD's reports about agents' connections (resets, bad requests) are routine
+ * on a proxy: debug level. */
+static rl_log_level_t mhd_log_level = RL_LOG_DEBUG;
 
 /* ---- the worker loop ------------------------------------------------------------------- */
 
@@ -363,7 +357,7 @@ static rl_status_t worker_init(px_engine_t *e, px_worker_t *w, struct sockaddr_s
     w->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG, 0, NULL,
         NULL, on_access, w,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
+        MHD_OPTION_EXTERNAL_LOGGER, rl_http_mhd_log, &mhd_log_level, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)ss, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)e->opts.max_header_bytes, MHD_OPTION_CONNECTION_TIMEOUT,

@@ -384,7 +384,7 @@ static void *ensure_thread(void *arg)
 static void delete_topology(rl_bus_t *bus)
 {
     const char *streams[] = {RL_BUS_STREAM_DECISIONS, RL_BUS_STREAM_TRACES, RL_BUS_STREAM_SESSIONS,
-                             RL_BUS_STREAM_INSIGHTS, "KV_" RL_BUS_KV_SESSION_STATE};
+                             RL_BUS_STREAM_INSIGHTS, ("KV_" RL_BUS_KV_SESSION_STATE)};
     for (size_t i = 0; i < sizeof streams / sizeof streams[0]; i++)
         js_DeleteStream(rl_bus_js(bus), streams[i], NULL, NULL);
 }

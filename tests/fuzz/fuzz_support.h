@@ -1,0 +1,65 @@
+/* What the fuzz targets share: reading choices off the front of an input,
+ * a deterministic chunking of the rest, and a check that stops the run with
+ * the property that failed (libFuzzer then keeps the input as a crash). */
+#ifndef FUZZ_SUPPORT_H
+#define FUZZ_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FUZZ_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: property failed: %s: ", __FILE__, __LINE__, #cond);            \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Whether two byte ranges are equal (either pointer may be NULL when empty). */
+static inline int fuzz_same_bytes(const void *a, size_t an, const void *b, size_t bn)
+{
+    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+typedef struct {
+    const uint8_t *p;
+    size_t n;
+} fuzz_input_t;
+
+/* The next byte (0 once the input is used up). */
+static inline uint8_t fuzz_byte(fuzz_input_t *in)
+{
+    if (in->n == 0)
+        return 0;
+    in->n--;
+    return *in->p++;
+}
+
+/* Chunk lengths for feeding n bytes in pieces: 1..max bytes each, drawn from
+ * a generator seeded by seed, so one input always splits the same way. */
+typedef struct {
+    uint32_t state;
+    size_t max;
+} fuzz_chunks_t;
+
+static inline void fuzz_chunks_init(fuzz_chunks_t *c, uint8_t seed, size_t max)
+{
+    c->state = 0x9e3779b9u ^ ((uint32_t)seed * 0x01000193u);
+    c->max = max < 1 ? 1 : max;
+}
+
+static inline size_t fuzz_chunk(fuzz_chunks_t *c, size_t left)
+{
+    c->state ^= c->state << 13;
+    c->state ^= c->state >> 17;
+    c->state ^= c->state << 5;
+    size_t len = 1 + c->state % c->max;
+    return len < left ? len : left;
+}
+
+#endif
