@@ -46,7 +46,7 @@ fuzz:
 	@RL_WITH_FUZZ=1 scripts/install-deps.sh
 	@cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_C_FLAGS_DEBUG="-O1 -g" -DRL_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzzers
+	@cmake --build $(FUZZ_DIR) -j $(JOBS)
 	@FUZZ_DIR=$(FUZZ_DIR) scripts/fuzz.sh
 
 run: build

@@ -29,10 +29,9 @@
 #include "rl_log.h"
 #include "rl_policy.h"
 
-#define FINDINGS_MAX 256            /* findings kept per scan */
-#define STREAM_EVENT_MAX (1u << 20) /* larger SSE events pass unscanned (px_sse bound) */
-#define STREAM_HELD_MAX (4u << 20)  /* bytes a stream guard may hold back */
-#define WHOLE_MAX (64u << 20)       /* a whole response, as px_request's OUT_MAX */
+#define FINDINGS_MAX 256           /* findings kept per scan */
+#define STREAM_HELD_MAX (4u << 20) /* bytes a stream guard may hold back */
+#define WHOLE_MAX (64u << 20)      /* a whole response, as px_request's OUT_MAX */
 
 static rl_dlp_scratch_t *scratch(px_worker_t *w)
 {
@@ -321,11 +320,13 @@ bool px_guard_request(px_request_t *req)
 
 /* ---- responses -------------------------------------------------------------------------- */
 
-/* One event waiting for the scanner: its bytes in held [start, end), its text
- * at absolute text offsets [tstart, tend). */
+/* One event (or piece passed on unparsed) waiting for the scanner: its bytes
+ * in held [start, end), its text at absolute text offsets [tstart, tend). */
 typedef struct {
     size_t start, end;
     size_t tstart, tend;
+    bool raw;  /* bytes passed on unparsed: held[start, end) is text[tstart, tend) itself */
+    bool tail; /* the late LF of the event before (px_sse_event_t.tail) */
 } mark_t;
 
 struct px_stream_guard {
@@ -341,6 +342,7 @@ struct px_stream_guard {
     rl_dlp_findings_t fresh;
     px_request_t *req;      /* the owner, for the framer's callback */
     bool blocked_whole;     /* an event scanned on its own blocks */
+    bool mid_event;         /* the client got part of an oversized event, not its end */
     char blocked_dets[200]; /* its blocking detectors */
     bool failed;            /* out of memory or bounds: cut the stream */
 };
@@ -485,12 +487,54 @@ static void oneshot(px_stream_guard_t *g, const char *data, size_t len, rl_buf_t
     }
 }
 
+/* Bytes the framer passed on unparsed (an event past its bound, as it
+ * arrives) are held in order and scanned as text of the stream, like deltas,
+ * so a finding split across two reads is found whole and its bytes are
+ * redacted where they are held. */
+static void hold_unparsed(px_stream_guard_t *g)
+{
+    if (g->incoming.len == 0)
+        return;
+    size_t t = rl_dlp_stream_total(g->stream);
+    guard_feed_text(g->req, g, g->incoming.data, g->incoming.len);
+    mark_t m = {.start = g->held.len,
+                .end = g->held.len + g->incoming.len,
+                .tstart = t,
+                .tend = rl_dlp_stream_total(g->stream),
+                .raw = true};
+    if (g->failed || m.tend - m.tstart != g->incoming.len ||
+        rl_buf_append(&g->held, g->incoming.data, g->incoming.len) != RL_OK) {
+        g->failed = true;
+    } else if (g->nmarks > 0 && g->marks[g->nmarks - 1].raw &&
+               g->marks[g->nmarks - 1].end == m.start && g->marks[g->nmarks - 1].tend == t) {
+        /* the next read of the same oversized event: one piece, so that a
+         * finding across the two is redacted with one marker */
+        g->marks[g->nmarks - 1].end = m.end;
+        g->marks[g->nmarks - 1].tend = m.tend;
+    } else if (!mark_push(g, m)) {
+        g->failed = true;
+    }
+    rl_buf_reset(&g->incoming);
+}
+
 /* Each event of the stream: its text goes to the scanner, its bytes are held
  * (returns false: nothing goes to the framer's own output). */
 static bool on_frame(void *ctx, const px_sse_event_t *ev)
 {
     px_stream_guard_t *g = ctx;
+    hold_unparsed(g); /* bytes the framer passed on before this event stay before it */
     size_t tstart = rl_dlp_stream_total(g->stream);
+    if (ev->tail) {
+        /* the LF of the last event's CRLF, come in this read: held after it, no text */
+        mark_t m = {.start = g->held.len,
+                    .end = g->held.len + 1,
+                    .tstart = tstart,
+                    .tend = tstart,
+                    .tail = true};
+        if (rl_buf_append(&g->held, ev->raw, ev->raw_len) != RL_OK || !mark_push(g, m))
+            g->failed = true;
+        return false;
+    }
     bool delta = false;
     if (ev->data && ev->data_len > 0 && ev->data[0] == '{') {
         json_t *o = json_loadb(ev->data, ev->data_len, 0, NULL);
@@ -510,7 +554,7 @@ static bool on_frame(void *ctx, const px_sse_event_t *ev)
          * ".done" / "response.completed" copy of the text, an MCP result):
          * scanned in one piece, rewritten when a finding redacts */
         rl_buf_t red;
-        rl_buf_init(&red, STREAM_EVENT_MAX + 4096);
+        rl_buf_init(&red, PX_SSE_EVENT_MAX + 4096);
         bool changed = false;
         oneshot(g, ev->data, ev->data_len, &red, &changed);
         if (changed) {
@@ -535,25 +579,6 @@ static bool on_frame(void *ctx, const px_sse_event_t *ev)
     return false;
 }
 
-/* Bytes the framer passed on unparsed (an event past its bound, a stray line
- * end) are held in order, with no text of their own. */
-static void hold_unparsed(px_stream_guard_t *g)
-{
-    if (g->incoming.len == 0)
-        return;
-    size_t t = rl_dlp_stream_total(g->stream);
-    rl_buf_t red;
-    rl_buf_init(&red, g->incoming.len + 64 * 1024);
-    bool changed = false;
-    oneshot(g, g->incoming.data, g->incoming.len, &red, &changed);
-    const rl_buf_t *src = changed ? &red : &g->incoming;
-    mark_t m = {.start = g->held.len, .end = g->held.len + src->len, .tstart = t, .tend = t};
-    if (rl_buf_append(&g->held, src->data, src->len) != RL_OK || !mark_push(g, m))
-        g->failed = true;
-    rl_buf_free(&red);
-    rl_buf_reset(&g->incoming);
-}
-
 void px_guard_response_start(px_request_t *req)
 {
     px_guard_free(req);
@@ -570,9 +595,11 @@ void px_guard_response_start(px_request_t *req)
     rl_dlp_findings_init(&g->found, FINDINGS_MAX);
     rl_dlp_findings_init(&g->fresh, FINDINGS_MAX);
     if (rl_dlp_stream_create(e, RL_DLP_SCOPE_RESPONSE, &g->stream) != RL_OK ||
-        px_sse_create(STREAM_EVENT_MAX, on_frame, g, &g->framer) != RL_OK) {
+        px_sse_create(PX_SSE_EVENT_MAX, on_frame, g, &g->framer) != RL_OK) {
         rl_error_clear();
         g->failed = true; /* cuts the stream at its first bytes: never forward unscanned */
+    } else {
+        px_sse_take_dropped(g->framer); /* on_frame holds every event's bytes itself */
     }
     req->guard = g;
 }
@@ -600,7 +627,7 @@ static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_
     const char *raw = g->held.data + m->start;
     size_t len = m->end - m->start;
     rl_buf_t red;
-    rl_buf_init(&red, STREAM_EVENT_MAX);
+    rl_buf_init(&red, PX_SSE_EVENT_MAX);
     bool done = false;
     if (m->tend > m->tstart &&
         rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
@@ -645,6 +672,17 @@ static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_
         rl_buf_append(out, raw, len); /* no text of its own to redact */
 }
 
+/* Bytes held unparsed, which are their own text, with findings redacted. A
+ * piece that cannot be redacted is replaced by nothing rather than passed on. */
+static void append_redacted_raw(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
+{
+    if (rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
+                      &g->found, out) != RL_OK) {
+        rl_error_clear();
+        g->failed = true;
+    }
+}
+
 static bool overlaps_redact(const px_stream_guard_t *g, const mark_t *m)
 {
     for (size_t i = 0; i < g->found.len; i++) {
@@ -674,25 +712,70 @@ static void drop_front(rl_buf_t *b, size_t n)
     b->data[b->len] = '\0';
 }
 
-/* Releases every held event whose text is all before the safe point. */
+/* Whether s[0..n) ends with a blank line (two line ends: LF, CR or CRLF). */
+static bool ends_blank_line(const char *s, size_t n)
+{
+    if (n >= 2 && s[n - 2] == '\r' && s[n - 1] == '\n')
+        n -= 2;
+    else if (n >= 1 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+        n -= 1;
+    else
+        return false;
+    return n >= 1 && (s[n - 1] == '\n' || s[n - 1] == '\r');
+}
+
+/* One held mark to the client, redacted where a finding asks for it. */
+static void emit(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
+{
+    if (!overlaps_redact(g, m))
+        rl_buf_append(out, g->held.data + m->start, m->end - m->start);
+    else if (m->raw)
+        append_redacted_raw(g, m, out);
+    else
+        append_redacted_event(g, m, out);
+    /* events end with their blank line (a late LF completes one); the
+     * bytes of an oversized event end it only with its last piece */
+    if (m->raw)
+        g->mid_event = !ends_blank_line(g->held.data + m->start, m->end - m->start);
+    else if (!m->tail)
+        g->mid_event = false;
+}
+
+/* Releases every held event whose text is all before the safe point, and the
+ * part before it of a piece passed on unparsed (its bytes are its text, and
+ * the safe point never lies inside a finding). */
 static void release(px_stream_guard_t *g, size_t safe, rl_buf_t *out)
 {
-    size_t k = 0;
-    while (k < g->nmarks && g->marks[k].tend <= safe) {
-        const mark_t *m = &g->marks[k];
-        if (overlaps_redact(g, m))
-            append_redacted_event(g, m, out);
-        else
-            rl_buf_append(out, g->held.data + m->start, m->end - m->start);
-        k++;
+    size_t k = 0, bytes = 0, tpos = g->text_base;
+    bool any = false;
+    while (k < g->nmarks && !g->failed) {
+        mark_t *m = &g->marks[k];
+        if (m->tend <= safe) {
+            emit(g, m, out);
+            bytes = m->end;
+            tpos = m->tend;
+            any = true;
+            k++;
+            continue;
+        }
+        if (m->raw && m->tstart < safe) {
+            mark_t head = *m;
+            head.end = m->start + (safe - m->tstart);
+            head.tend = safe;
+            emit(g, &head, out);
+            m->start = head.end;
+            m->tstart = safe;
+            bytes = head.end;
+            tpos = safe;
+            any = true;
+        }
+        break;
     }
-    if (k == 0)
+    if (!any)
         return;
-    size_t bytes = g->marks[k - 1].end;
-    size_t tcut = g->marks[k - 1].tend - g->text_base;
     drop_front(&g->held, bytes);
-    drop_front(&g->text, tcut);
-    g->text_base += tcut;
+    drop_front(&g->text, tpos - g->text_base);
+    g->text_base = tpos;
     memmove(g->marks, g->marks + k, (g->nmarks - k) * sizeof *g->marks);
     g->nmarks -= k;
     for (size_t i = 0; i < g->nmarks; i++) {
@@ -723,6 +806,8 @@ static void cut(px_request_t *req, px_stream_guard_t *g, rl_buf_t *out)
     const char *ctype = NULL;
     px_protocol_error(req->proto, 403, "dlp_blocked", msg, req->status, req->trace_id, NULL, &body,
                       &ctype);
+    if (g->mid_event)
+        rl_buf_append_str(out, "\n\n"); /* ends the part sent, or the error would join it */
     if (req->proto == PX_PROTO_ANTHROPIC)
         rl_buf_appendf(out, "event: error\ndata: %s\n\n", body.data ? body.data : "{}");
     else

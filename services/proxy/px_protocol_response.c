@@ -12,7 +12,6 @@
 #include "rl_crypto.h"
 #include "rl_json.h"
 
-#define SSE_EVENT_MAX ((size_t)1 << 20) /* an event held for parsing */
 #define JSON_HOLD_MAX ((size_t)4 << 20) /* members of a JSON body held for parsing */
 #define USAGE_MAX ((size_t)64 << 10)    /* the "usage" member */
 #define MODEL_MAX ((size_t)1 << 10)     /* the "model" member */
@@ -780,7 +779,7 @@ rl_status_t px_response_create(const px_request_info_t *info, int status, bool s
         r->usage_injected = false;
     rl_status_t st = RL_OK;
     if (r->read && sse) {
-        st = px_sse_create(SSE_EVENT_MAX, on_event, r, &r->sse);
+        st = px_sse_create(PX_SSE_EVENT_MAX, on_event, r, &r->sse);
     } else if (r->read) {
         r->scan = malloc(sizeof *r->scan);
         if (r->scan == NULL) {

@@ -13,6 +13,7 @@ struct px_sse {
     bool prev_cr;      /* the last byte was a CR: an LF right after it ends nothing new */
     bool tail;         /* ... and that CR ended an event, whose LF arrives later */
     bool tail_dropped; /* ... and that event was dropped, so its LF is dropped too */
+    bool take_dropped; /* the callback keeps what it drops: a late LF goes to it */
     bool oversized;    /* the current event passed max_event: its bytes go straight on */
     bool started;      /* an event was completed (a BOM can only open the stream) */
     size_t events;
@@ -27,7 +28,7 @@ rl_status_t px_sse_create(size_t max_event, px_sse_event_cb cb, void *ctx, px_ss
     s->max_event = max_event;
     s->cb = cb;
     s->ctx = ctx;
-    rl_buf_init(&s->pending, max_event);
+    rl_buf_init(&s->pending, max_event + 1); /* and the LF of a final CRLF */
     rl_buf_init(&s->scratch, max_event);
     *out = s;
     return RL_OK;
@@ -128,8 +129,11 @@ static rl_status_t complete(px_sse_t *s, const char *data, size_t n, rl_buf_t *f
     }
     const char *raw = data;
     size_t len = n;
+    /* Sizes count up to the CR of a final CRLF: whether its LF came in the
+     * same feed must not decide whether the event is read. */
+    size_t counted = n >= 2 && data[n - 2] == '\r' && data[n - 1] == '\n' ? n - 1 : n;
     if (s->pending.len > 0) {
-        if (n > s->max_event - s->pending.len) {
+        if (counted > s->max_event - s->pending.len) {
             /* Complete but too big to read: pass it on as is. */
             st = rl_buf_append(forward, s->pending.data, s->pending.len);
             if (st == RL_OK)
@@ -147,7 +151,7 @@ static rl_status_t complete(px_sse_t *s, const char *data, size_t n, rl_buf_t *f
         len = s->pending.len;
     }
     s->events++;
-    if (len > s->max_event) {
+    if (s->pending.len == 0 && counted > s->max_event) {
         s->noversized++;
         st = rl_buf_append(forward, raw, len);
     } else if (dispatch(s, raw, len)) {
@@ -181,6 +185,8 @@ static rl_status_t hold(px_sse_t *s, const char *data, size_t n, rl_buf_t *forwa
 
 rl_status_t px_sse_feed(px_sse_t *s, const char *data, size_t n, rl_buf_t *forward)
 {
+    if (n == 0)
+        return RL_OK; /* data may be NULL then */
     size_t start = 0; /* data[start..i) is not yet placed */
     size_t i = 0;
     rl_status_t st;
@@ -192,8 +198,13 @@ rl_status_t px_sse_feed(px_sse_t *s, const char *data, size_t n, rl_buf_t *forwa
                 if (s->tail) {
                     /* The LF of the CRLF that ended the last event (start == i). */
                     s->tail = false;
-                    if (!s->tail_dropped && (st = rl_buf_append(forward, "\n", 1)) != RL_OK)
+                    if (s->tail_dropped && s->take_dropped) {
+                        px_sse_event_t ev = {.raw = "\n", .raw_len = 1, .tail = true};
+                        (void)s->cb(s->ctx, &ev);
+                    } else if (!s->tail_dropped &&
+                               (st = rl_buf_append(forward, "\n", 1)) != RL_OK) {
                         return st;
+                    }
                     start = ++i;
                 } else {
                     i++; /* the second half of a CRLF line end */
@@ -236,6 +247,11 @@ rl_status_t px_sse_feed(px_sse_t *s, const char *data, size_t n, rl_buf_t *forwa
     return hold(s, data + start, n - start, forward);
 }
 
+void px_sse_take_dropped(px_sse_t *s)
+{
+    s->take_dropped = true;
+}
+
 rl_status_t px_sse_finish(px_sse_t *s, rl_buf_t *forward)
 {
     s->prev_cr = s->tail = false;
@@ -248,9 +264,10 @@ rl_status_t px_sse_finish(px_sse_t *s, rl_buf_t *forward)
     }
     if (s->pending.len == 0)
         return RL_OK;
-    (void)dispatch(s, s->pending.data, s->pending.len);
     s->events++;
-    rl_status_t st = rl_buf_append(forward, s->pending.data, s->pending.len);
+    rl_status_t st = RL_OK;
+    if (dispatch(s, s->pending.data, s->pending.len))
+        st = rl_buf_append(forward, s->pending.data, s->pending.len);
     rl_buf_reset(&s->pending);
     return st;
 }

@@ -17,6 +17,13 @@
 #include "rl_buf.h"
 #include "rl_status.h"
 
+/* The largest event the proxy holds to parse (px_response, px_guard): a
+ * larger one passes on as it arrives, unparsed. The fuzz build (RL_FUZZ)
+ * lowers it so that short inputs reach those paths. */
+#ifndef PX_SSE_EVENT_MAX
+#define PX_SSE_EVENT_MAX ((size_t)1 << 20)
+#endif
+
 /* One complete event. Every pointer is borrowed and valid only during the
  * callback. */
 typedef struct {
@@ -28,6 +35,8 @@ typedef struct {
     size_t event_len;
     const char *data; /* the "data" lines joined with "\n" (no final "\n"); NULL when none */
     size_t data_len;
+    bool tail; /* px_sse_take_dropped only: raw is the LF of the CRLF that ended the
+                * event before, arrived in a later feed; no fields */
 } px_sse_event_t;
 
 /* Called for each complete event. Returns true to forward its raw bytes,
@@ -44,15 +53,22 @@ rl_status_t px_sse_create(size_t max_event, px_sse_event_cb cb, void *ctx, px_ss
 /* Frees the framer and what it holds. NULL does nothing. */
 void px_sse_destroy(px_sse_t *s);
 
+/* For a callback that keeps the bytes of the events it returns false for
+ * (and passes them on itself): when such an event ends with a CRLF whose LF
+ * arrives in a later feed, that LF is handed to the callback as an event of
+ * its own (tail set) instead of being dropped, so the caller sees every byte
+ * in order; forward then only ever gets the bytes of oversized events. */
+void px_sse_take_dropped(px_sse_t *s);
+
 /* Feeds n bytes; appends to forward the bytes the client must receive now:
  * every event completed by these bytes (unless dropped) and the bytes of an
  * oversized event. RL_ERR_TOO_LARGE / RL_ERR_NOMEM when forward cannot grow;
  * the stream is then broken and must be abandoned. */
 rl_status_t px_sse_feed(px_sse_t *s, const char *data, size_t n, rl_buf_t *forward);
 
-/* The stream ended: hands a last event that lacks its blank line to the
- * callback (its answer is ignored: the bytes are forwarded, as received) and
- * appends them to forward. Same errors as px_sse_feed. */
+/* The stream ended: a last event that lacks its blank line goes to the
+ * callback like any other (its bytes, as received, are appended to forward
+ * unless the callback drops them). Same errors as px_sse_feed. */
 rl_status_t px_sse_finish(px_sse_t *s, rl_buf_t *forward);
 
 /* Events seen (complete ones, dropped included) and events forwarded unparsed

@@ -339,6 +339,23 @@ describe('DLP', () => {
     assert.equal(t.status, 'DLP_WARNED');
   });
 
+  test('a stream whose last event lacks its blank line reaches the client once (found by tests/fuzz)', async () => {
+    for (const end of ['newline', 'none']) {
+      const r = await chat({ stream: true, messages: [{ role: 'user', content: 'hi' }] },
+        { 'x-mock-text': 'plain words, nothing to find', 'x-mock-chunks': '3', 'x-mock-sse-last-end': end });
+      assert.equal(r.status, 200);
+      const raw = await r.text();
+      assert.equal(raw.split('data: [DONE]').length - 1, 1, `${end}: [DONE] once in ${JSON.stringify(raw)}`);
+      assert.ok(raw.endsWith(end === 'newline' ? 'data: [DONE]\n' : 'data: [DONE]'), raw);
+      let deltas = '';
+      for (const line of raw.split('\n')) {
+        if (!line.startsWith('data: {')) continue;
+        deltas += JSON.parse(line.slice(6)).choices?.[0]?.delta?.content ?? '';
+      }
+      assert.equal(deltas, 'plain words, nothing to find');
+    }
+  });
+
   test('a streamed Responses API answer: deltas and the full-text copies (".done", completed) are redacted', async () => {
     const r = await fetch(`${p.url}/v1/responses`, {
       method: 'POST',

@@ -1082,8 +1082,10 @@ static void malformed_sse_forwarded(void **state)
     run_every_way(&info, 200, true, body, sizeof body - 1, &res);
     /* The usage-only chunk that did not parse into usage still counts as one
      * (choices [] with a usage object): dropped. The unterminated last event
-     * is forwarded as received at the end, and its usage read. */
+     * is read at the end like any other: its usage counts, and being the
+     * usage chunk the proxy asked for, it is dropped too. */
     char *expected = without_event(body, "\"prompt_tokens\":\"x\"", "\n");
+    *strstr(expected, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1") = '\0';
     assert_string_equal(res.fwd.data, expected);
     expect_usage(&res.usage, 1, 1, 0, 0, 0);
     result_free(&res);

@@ -98,7 +98,8 @@ static void dropped_events_vanish_whole(void **state)
                                "data: drop\r\n\r\n"
                                "data: keep2\r\n\r\n"
                                "data: drop again\r\r"
-                               "data: keep3\n\n";
+                               "data: keep3\n\n"
+                               "data: drop, the last one, without its blank line";
     static const char want[] = "data: keep1\r\n\r\n"
                                "data: keep2\r\n\r\n"
                                "data: keep3\n\n";
@@ -107,7 +108,7 @@ static void dropped_events_vanish_whole(void **state)
         rl_buf_t fwd;
         feed(text, strlen(text), step, 1024, &s, &fwd);
         assert_string_equal(fwd.data, want);
-        assert_int_equal(s.n, 5);
+        assert_int_equal(s.n, 6);
         rl_buf_free(&fwd);
     }
 }
@@ -140,6 +141,51 @@ static void oversized_events_pass_unread(void **state)
     }
 }
 
+/* A callback that keeps every event's bytes itself (px_guard): it returns
+ * false, and with px_sse_take_dropped the LF of a CRLF that arrives after
+ * its event is forwarded, so raws and forwarded bytes, in order, are the
+ * stream. */
+typedef struct {
+    rl_buf_t *order; /* every byte as it comes out, raws and forwarded */
+    rl_buf_t *fwd;
+    size_t fwd_seen;
+} taker_t;
+
+static bool take(void *ctx, const px_sse_event_t *ev)
+{
+    taker_t *t = ctx;
+    rl_buf_append(t->order, t->fwd->data + t->fwd_seen, t->fwd->len - t->fwd_seen);
+    t->fwd_seen = t->fwd->len;
+    rl_buf_append(t->order, ev->raw, ev->raw_len);
+    return false;
+}
+
+static void a_taker_gets_every_byte(void **state)
+{
+    (void)state;
+    static const char text[] = "data: a\r\n\r\ndata: b\r\r\ndata: c\r\n\r\n: x\r\n\r\ndata: tail";
+    for (size_t step = 0; step < 12; step++) {
+        rl_buf_t fwd, order;
+        rl_buf_init(&fwd, 4096);
+        rl_buf_init(&order, 4096);
+        taker_t t = {.order = &order, .fwd = &fwd};
+        px_sse_t *p;
+        assert_int_equal(px_sse_create(1024, take, &t, &p), RL_OK);
+        px_sse_take_dropped(p);
+        for (size_t off = 0, len = strlen(text); off < len;) {
+            size_t n = step == 0 || step > len - off ? len - off : step;
+            assert_int_equal(px_sse_feed(p, text + off, n, &fwd), RL_OK);
+            off += n;
+        }
+        assert_int_equal(px_sse_finish(p, &fwd), RL_OK);
+        rl_buf_append(&order, fwd.data + t.fwd_seen, fwd.len - t.fwd_seen);
+        assert_string_equal(order.data, text);
+        px_sse_destroy(p);
+        rl_buf_free(&fwd);
+        rl_buf_free(&order);
+    }
+}
+
 static void no_callback_forwards_all(void **state)
 {
     (void)state;
@@ -163,6 +209,7 @@ int main(void)
         cmocka_unit_test(fields_per_the_spec),
         cmocka_unit_test(dropped_events_vanish_whole),
         cmocka_unit_test(oversized_events_pass_unread),
+        cmocka_unit_test(a_taker_gets_every_byte),
         cmocka_unit_test(no_callback_forwards_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
