@@ -205,17 +205,14 @@ static void evaluate_policies(px_request_t *req, const rl_dlp_findings_t *f,
 /* Forwards the body with the redact findings replaced; the protocol step
  * runs again on it (pin, defaults) so fallbacks use it too. False when the
  * redacted body cannot be forwarded. */
-static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
+/* Makes body the request's body (taken: body is left empty) and reads it
+ * again as the one to forward. False when it no longer reads (the old body is
+ * gone either way). */
+static bool replace_body(px_request_t *req, rl_buf_t *body)
 {
-    rl_buf_t red;
-    rl_buf_init(&red, req->body.max + 64 * 1024);
-    if (rl_dlp_redact(req->body.data, req->body.len, 0, f, &red) != RL_OK) {
-        rl_error_clear();
-        rl_buf_free(&red);
-        return false;
-    }
     rl_buf_t old = req->body;
-    req->body = red;
+    req->body = *body;
+    rl_buf_init(body, old.max);
     rl_buf_free(&old);
     rl_buf_reset(&req->rewritten);
     if (px_protocol_prepare(req->method, req->path, req->body.data, req->body.len, req->gate,
@@ -225,6 +222,58 @@ static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
     }
     req->prepared_for = req->gate;
     return true;
+}
+
+static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
+{
+    rl_buf_t red;
+    rl_buf_init(&red, req->body.max + 64 * 1024);
+    if (rl_dlp_redact(req->body.data, req->body.len, 0, f, &red) != RL_OK) {
+        rl_error_clear();
+        rl_buf_free(&red);
+        return false;
+    }
+    return replace_body(req, &red);
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Whether s holds a \u00XX escape of a printable ASCII character other than
+ * '"' and '\\' (which need one): JSON that spells text that way ("\u0041KIA")
+ * hides it from the detectors, which read bytes. */
+static bool escapes_plain_ascii(const char *s, size_t n)
+{
+    for (const char *p = s; n >= 6 && (p = memmem(p, n - (size_t)(p - s), "\\u00", 4)) != NULL;
+         p++) {
+        if ((size_t)(p - s) + 6 > n)
+            break;
+        int hi = hex_digit(p[4]), lo = hex_digit(p[5]);
+        int c = hi * 16 + lo;
+        if (hi >= 0 && lo >= 0 && c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            return true;
+    }
+    return false;
+}
+
+/* When s[0..n) is JSON that escapes plain ASCII, writes the same JSON with
+ * those characters as themselves (jansson's compact encoding) to out and
+ * returns true. Such a body is scanned, and forwarded, in that form. */
+static bool plain_json(const char *s, size_t n, rl_buf_t *out)
+{
+    if (!escapes_plain_ascii(s, n))
+        return false;
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
+    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(v);
+    bool ok = text && rl_buf_append_str(out, text) == RL_OK;
+    free(text);
+    return ok;
 }
 
 static void deny(px_request_t *req, const char *status, const char *code, const char *message)
@@ -243,6 +292,15 @@ bool px_guard_request(px_request_t *req)
     rl_dlp_findings_init(&f, FINDINGS_MAX);
     bool scanned = true;
     if (engine_active(tenant->dlp) && req->body.len > 0) {
+        rl_buf_t plain;
+        rl_buf_init(&plain, req->body.max + 64 * 1024);
+        if (plain_json(req->body.data, req->body.len, &plain) && !replace_body(req, &plain)) {
+            rl_dlp_findings_free(&f);
+            deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
+                 "Request blocked by RenLayer DLP: the request could not be scanned.");
+            return false;
+        }
+        rl_buf_free(&plain); /* empty once taken */
         rl_status_t st = rl_dlp_scan(tenant->dlp, RL_DLP_SCOPE_REQUEST, req->body.data,
                                      req->body.len, scratch(req->worker), &f);
         if (st != RL_OK) {
@@ -855,6 +913,15 @@ static void whole_response(px_request_t *req)
     rl_dlp_engine_t *e = req->agent->tenant->dlp;
     if (!engine_active(e) || req->out.len == 0)
         return;
+    rl_buf_t plain;
+    rl_buf_init(&plain, req->out.max);
+    if (plain_json(req->out.data, req->out.len, &plain)) {
+        rl_buf_t old = req->out;
+        req->out = plain;
+        rl_buf_free(&old);
+    } else {
+        rl_buf_free(&plain);
+    }
     rl_dlp_findings_t f;
     rl_dlp_findings_init(&f, FINDINGS_MAX);
     rl_status_t st = rl_dlp_scan(e, RL_DLP_SCOPE_RESPONSE, req->out.data, req->out.len,

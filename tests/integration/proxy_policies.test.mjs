@@ -223,6 +223,34 @@ describe('DLP', () => {
     }
   });
 
+  test('values spelled with \\u escapes are found: in a prompt (blocked, or forwarded redacted) and in a response', async () => {
+    const raw = (content) => fetch(`${p.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json' },
+      body: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${content}"}]}`,
+    });
+    s.mock.reset();
+    const hidden = `aws_secret_access_key = \\u0071${AWS_SECRET.slice(1)}`; // q as \u0071
+    const r = await raw(hidden);
+    assert.equal(r.status, 403);
+    assert.equal((await r.json()).renlayer.status, 'DLP_BLOCKED');
+    assert.equal(s.mock.received().length, 0, 'nothing forwarded');
+
+    const m = await raw('mail jane.doe\\u0040acme-widgets.com about it');
+    assert.equal(m.status, 200);
+    await m.arrayBuffer();
+    const up = s.mock.received().at(-1);
+    assert.ok(up.body.includes('[REDACTED:EMAIL]'), up.body);
+    assert.ok(!up.body.includes('jane.doe'), up.body);
+    assert.equal(JSON.parse(up.body).messages[0].content, 'mail [REDACTED:EMAIL] about it');
+
+    const o = await chat({}, { 'x-mock-text': `the key id is ${AWS_KEY_ID}`, 'x-mock-escape-capitals': '1' });
+    assert.equal(o.status, 403);
+    const ob = await o.json();
+    assert.equal(ob.error.code, 'dlp_blocked');
+    assert.ok(!JSON.stringify(ob).includes(AWS_KEY_ID));
+  });
+
   test('an e-mail address: DLP_WARNED, forwarded redacted (its default action)', async () => {
     s.mock.reset();
     const r = await chat({ messages: [{ role: 'user', content: 'mail jane.doe@acme-widgets.com about it' }] });
