@@ -145,9 +145,14 @@ test('the documented trace and decision land in their tables, fields mapped as d
 test('a redelivered message changes nothing', async () => {
   const w = writers[0];
   const t = makeTrace({ tenant, agent, usage: null, cost_usd: null, tool_calls: [], dlp_findings: [] });
+  const written0 = await metric(w, 'renlayer_trace_writer_messages_written_total{stream="traces"}');
   await publishAll(js, [traceItem(t)]);
   const first = await waitFor(async () => (await db.query('SELECT written_at FROM renlayer.traces WHERE trace_id = $1', [t.trace_id])).rows[0],
     { what: 'first write' });
+  // the row is visible once committed, the counters move just after: wait for them
+  // (rows_inserted is counted before messages_written)
+  await waitFor(async () => (await metric(w, 'renlayer_trace_writer_messages_written_total{stream="traces"}')) >= written0 + 1,
+    { what: 'the first write counted' });
   const inserted = await metric(w, 'renlayer_trace_writer_rows_inserted_total{table="traces"}');
   const written = await metric(w, 'renlayer_trace_writer_messages_written_total{stream="traces"}');
   // the same bytes again, under another message id so the stream stores them twice
