@@ -272,6 +272,12 @@ rl_status_t rl_service_start(const rl_service_spec_t *spec, int argc, char **arg
         return rl_error(RL_ERR_IO, "monitor thread");
     }
     svc->monitor_started = true;
+    if (spec->before_serve && (st = spec->before_serve(svc, spec->ctx)) != RL_OK) {
+        rl_log(RL_LOG_ERROR, "startup failed", "{s:s,s:s}", "status", rl_status_str(st), "detail",
+               rl_error_last());
+        rl_service_stop(svc);
+        return st;
+    }
     if (spec->own_listener) {
         *out = svc;
         return RL_OK;

@@ -50,6 +50,11 @@ typedef struct {
     const char *extra_check_name;      /* optional further readiness check */
     rl_service_check_fn extra_check;
     void *extra_check_ctx;
+    /* optional: runs once the settings are read and the dependencies are
+     * started, before the HTTP server takes its first request; what the
+     * route handlers need (a connection pool) is made here. An error stops
+     * the startup (rl_service_start returns it). */
+    rl_status_t (*before_serve)(rl_service_t *svc, void *ctx);
 } rl_service_spec_t;
 
 /* Reads the configuration (printing every problem to stderr), starts logging,

@@ -279,6 +279,17 @@ static int cmd_seed_demo(int argc, char **argv)
     return rc;
 }
 
+/* Keys and the connection pool, made before the first request is served
+ * (a request that came in first found no pool: 503). */
+static rl_status_t before_serve(rl_service_t *svc, void *ctx)
+{
+    api_t *a = ctx;
+    derive_keys();
+    a->svc = svc;
+    rl_pg_options_t po = {.application_name = "renlayer-api"};
+    return rl_pg_pool_create(rl_service_database_url(svc), 8, &po, &a->db);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     size_t nroutes = 0;
@@ -295,6 +306,7 @@ static int cmd_serve(int argc, char **argv)
         .ctx = &api,
         .max_body = 256 * 1024,
         .http_threads = 8,
+        .before_serve = before_serve,
     };
     rl_service_t *svc = NULL;
     rl_status_t st = rl_service_start(&spec, argc, argv, &svc);
@@ -302,15 +314,6 @@ static int cmd_serve(int argc, char **argv)
         return 0; /* --help-config */
     if (st != RL_OK)
         return 1;
-    derive_keys();
-    api.svc = svc;
-    rl_pg_options_t po = {.application_name = "renlayer-api"};
-    st = rl_pg_pool_create(rl_service_database_url(svc), 8, &po, &api.db);
-    if (st != RL_OK) {
-        rl_log(RL_LOG_ERROR, "database pool", "{s:s}", "detail", rl_error_last());
-        rl_service_stop(svc);
-        return 1;
-    }
     rl_service_run(svc);
     rl_service_stop(svc);
     api_auth_shutdown(); /* lets queued login mails go out */
