@@ -274,10 +274,12 @@ static void w_ms(w_t *w, double v)
         W_LIT(w, "null");
 }
 
-/* cost_usd: null when no price was known (negative or not finite). */
+/* cost_usd: null when no price was known (negative or not finite), and for
+ * an absurd one the traces table cannot hold (numeric(18, 8): under 1e10;
+ * near DBL_MAX "%.15g" would even round past it, which no JSON reader takes). */
 static void w_cost(w_t *w, double v)
 {
-    if (!isfinite(v) || v < 0) {
+    if (!isfinite(v) || v < 0 || v >= 1e10) {
         W_LIT(w, "null");
         return;
     }
