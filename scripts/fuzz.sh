@@ -7,9 +7,10 @@
 # replay the input that did it.
 #
 # FUZZ_RUNS=ci (what .ci/run uses): a fixed number of inputs per target from
-# a fixed seed instead of a time, about 20 s each on the 2-core reference
-# machine, so that a commit gets the same verdict on every CI run; finding
-# new bugs is what longer local runs (FUZZ_SECONDS=300) are for.
+# a fixed seed instead of a time, about 10-20 s each on the 2-core reference
+# machine, so that a CI run does not depend on the machine's speed (coverage
+# feedback still varies a little from run to run); finding new bugs is what
+# longer local runs (FUZZ_SECONDS=300) are for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${FUZZ_DIR:-build-fuzz}
