@@ -99,3 +99,10 @@ void rl_buf_free(rl_buf_t *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+void rl_buf_move(rl_buf_t *dst, rl_buf_t *src)
+{
+    rl_buf_free(dst);
+    *dst = *src;
+    rl_buf_init(src, dst->max);
+}

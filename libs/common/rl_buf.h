@@ -57,4 +57,8 @@ char *rl_buf_take(rl_buf_t *b, size_t *len);
 /* Frees the memory; b may be reused after rl_buf_init(). */
 void rl_buf_free(rl_buf_t *b);
 
+/* Frees dst's memory and moves src's content (and limit) into dst; src is
+ * left empty, with its limit, ready for reuse. */
+void rl_buf_move(rl_buf_t *dst, rl_buf_t *src);
+
 #endif

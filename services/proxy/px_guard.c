@@ -26,6 +26,7 @@
 
 #include "px_internal.h"
 #include "px_sse.h"
+#include "rl_crypto.h"
 #include "rl_log.h"
 #include "rl_policy.h"
 
@@ -202,18 +203,12 @@ static void evaluate_policies(px_request_t *req, const rl_dlp_findings_t *f,
         rl_counter_add(req->worker->engine->m.policy_errors, 1);
 }
 
-/* Forwards the body with the redact findings replaced; the protocol step
- * runs again on it (pin, defaults) so fallbacks use it too. False when the
- * redacted body cannot be forwarded. */
-/* Makes body the request's body (taken: body is left empty) and reads it
- * again as the one to forward. False when it no longer reads (the old body is
- * gone either way). */
+/* Makes body the request's body (moved: body is left empty) and runs the
+ * protocol step again on it (pin, defaults), so fallbacks use it too. False
+ * when it no longer reads (the old body is gone either way). */
 static bool replace_body(px_request_t *req, rl_buf_t *body)
 {
-    rl_buf_t old = req->body;
-    req->body = *body;
-    rl_buf_init(body, old.max);
-    rl_buf_free(&old);
+    rl_buf_move(&req->body, body);
     rl_buf_reset(&req->rewritten);
     if (px_protocol_prepare(req->method, req->path, req->body.data, req->body.len, req->gate,
                             req->gate->kind, &req->info, &req->rewritten) != RL_OK) {
@@ -224,6 +219,8 @@ static bool replace_body(px_request_t *req, rl_buf_t *body)
     return true;
 }
 
+/* Forwards the body with the redact findings replaced. False when the
+ * redacted body cannot be forwarded. */
 static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
 {
     rl_buf_t red;
@@ -236,26 +233,20 @@ static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
     return replace_body(req, &red);
 }
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* Whether s holds a \u00XX escape of a printable ASCII character other than
  * '"' and '\\' (which need one): JSON that spells text that way ("\u0041KIA")
  * hides it from the detectors, which read bytes. */
 static bool escapes_plain_ascii(const char *s, size_t n)
 {
-    for (const char *p = s; n >= 6 && (p = memmem(p, n - (size_t)(p - s), "\\u00", 4)) != NULL;
-         p++) {
-        if ((size_t)(p - s) + 6 > n)
-            break;
-        int hi = hex_digit(p[4]), lo = hex_digit(p[5]);
-        int c = hi * 16 + lo;
-        if (hi >= 0 && lo >= 0 && c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+    const char *end = s + n;
+    for (const char *p = s; (p = memmem(p, (size_t)(end - p), "\\u00", 4)) != NULL; p++) {
+        uint8_t c;
+        size_t one;
+        if (end - p < 6 || rl_hex_decode(p + 4, 2, &c, 1, &one) != RL_OK) {
+            rl_error_clear(); /* not JSON there: the parse will say so */
+            continue;
+        }
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
             return true;
     }
     return false;
@@ -560,8 +551,7 @@ static void hold_unparsed(px_stream_guard_t *g)
                 .tstart = t,
                 .tend = rl_dlp_stream_total(g->stream),
                 .raw = true};
-    if (g->failed || m.tend - m.tstart != g->incoming.len ||
-        rl_buf_append(&g->held, g->incoming.data, g->incoming.len) != RL_OK) {
+    if (g->failed || rl_buf_append(&g->held, g->incoming.data, g->incoming.len) != RL_OK) {
         g->failed = true;
     } else if (g->nmarks > 0 && g->marks[g->nmarks - 1].raw &&
                g->marks[g->nmarks - 1].end == m.start && g->marks[g->nmarks - 1].tend == t) {
@@ -679,6 +669,13 @@ void px_guard_free(px_request_t *req)
     req->guard = NULL;
 }
 
+/* The text of mark m with the stream's redact findings replaced, appended to out. */
+static rl_status_t redact_text(const px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
+{
+    return rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
+                         &g->found, out);
+}
+
 /* The event in held [m->start, m->end) with its text redacted, appended to out. */
 static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
 {
@@ -687,9 +684,7 @@ static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_
     rl_buf_t red;
     rl_buf_init(&red, PX_SSE_EVENT_MAX);
     bool done = false;
-    if (m->tend > m->tstart &&
-        rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
-                      &g->found, &red) == RL_OK) {
+    if (m->tend > m->tstart && redact_text(g, m, &red) == RL_OK) {
         /* rebuild the event from its parsed data with the text replaced */
         px_sse_event_t ev = {0};
         const char *ename = NULL;
@@ -734,8 +729,7 @@ static void append_redacted_event(px_stream_guard_t *g, const mark_t *m, rl_buf_
  * piece that cannot be redacted is replaced by nothing rather than passed on. */
 static void append_redacted_raw(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
 {
-    if (rl_dlp_redact(g->text.data + (m->tstart - g->text_base), m->tend - m->tstart, m->tstart,
-                      &g->found, out) != RL_OK) {
+    if (redact_text(g, m, out) != RL_OK) {
         rl_error_clear();
         g->failed = true;
     }
@@ -804,15 +798,13 @@ static void emit(px_stream_guard_t *g, const mark_t *m, rl_buf_t *out)
  * the safe point never lies inside a finding). */
 static void release(px_stream_guard_t *g, size_t safe, rl_buf_t *out)
 {
-    size_t k = 0, bytes = 0, tpos = g->text_base;
-    bool any = false;
+    size_t k = 0, bytes = 0, tpos = g->text_base; /* released: every mark holds bytes */
     while (k < g->nmarks && !g->failed) {
         mark_t *m = &g->marks[k];
         if (m->tend <= safe) {
             emit(g, m, out);
             bytes = m->end;
             tpos = m->tend;
-            any = true;
             k++;
             continue;
         }
@@ -825,11 +817,10 @@ static void release(px_stream_guard_t *g, size_t safe, rl_buf_t *out)
             m->tstart = safe;
             bytes = head.end;
             tpos = safe;
-            any = true;
         }
         break;
     }
-    if (!any)
+    if (bytes == 0)
         return;
     drop_front(&g->held, bytes);
     drop_front(&g->text, tpos - g->text_base);
@@ -915,13 +906,9 @@ static void whole_response(px_request_t *req)
         return;
     rl_buf_t plain;
     rl_buf_init(&plain, req->out.max);
-    if (plain_json(req->out.data, req->out.len, &plain)) {
-        rl_buf_t old = req->out;
-        req->out = plain;
-        rl_buf_free(&old);
-    } else {
-        rl_buf_free(&plain);
-    }
+    if (plain_json(req->out.data, req->out.len, &plain))
+        rl_buf_move(&req->out, &plain);
+    rl_buf_free(&plain);
     rl_dlp_findings_t f;
     rl_dlp_findings_init(&f, FINDINGS_MAX);
     rl_status_t st = rl_dlp_scan(e, RL_DLP_SCOPE_RESPONSE, req->out.data, req->out.len,
@@ -950,9 +937,7 @@ static void whole_response(px_request_t *req)
         rl_buf_t red;
         rl_buf_init(&red, req->out.max);
         if (rl_dlp_redact(req->out.data, req->out.len, 0, &f, &red) == RL_OK) {
-            rl_buf_t old = req->out;
-            req->out = red;
-            rl_buf_free(&old);
+            rl_buf_move(&req->out, &red);
         } else {
             rl_error_clear();
             rl_buf_free(&red);
