@@ -232,6 +232,15 @@ static rl_status_t start_dependencies(rl_service_t *svc)
     return RL_OK;
 }
 
+/* Logs why the startup stopped, undoes it and returns st. */
+static rl_status_t startup_failed(rl_service_t *svc, rl_status_t st)
+{
+    rl_log(RL_LOG_ERROR, "startup failed", "{s:s,s:s}", "status", rl_status_str(st), "detail",
+           rl_error_last());
+    rl_service_stop(svc);
+    return st;
+}
+
 rl_status_t rl_service_start(const rl_service_spec_t *spec, int argc, char **argv,
                              rl_service_t **out)
 {
@@ -261,23 +270,15 @@ rl_status_t rl_service_start(const rl_service_spec_t *spec, int argc, char **arg
     st = rl_metrics_create(&svc->metrics);
     if (st == RL_OK)
         st = start_dependencies(svc);
-    if (st != RL_OK) {
-        rl_log(RL_LOG_ERROR, "startup failed", "{s:s,s:s}", "status", rl_status_str(st), "detail",
-               rl_error_last());
-        rl_service_stop(svc);
-        return st;
-    }
+    if (st != RL_OK)
+        return startup_failed(svc, st);
     if (pthread_create(&svc->monitor, NULL, monitor_main, svc) != 0) {
         rl_service_stop(svc);
         return rl_error(RL_ERR_IO, "monitor thread");
     }
     svc->monitor_started = true;
-    if (spec->before_serve && (st = spec->before_serve(svc, spec->ctx)) != RL_OK) {
-        rl_log(RL_LOG_ERROR, "startup failed", "{s:s,s:s}", "status", rl_status_str(st), "detail",
-               rl_error_last());
-        rl_service_stop(svc);
-        return st;
-    }
+    if (spec->before_serve && (st = spec->before_serve(svc, spec->ctx)) != RL_OK)
+        return startup_failed(svc, st);
     if (spec->own_listener) {
         *out = svc;
         return RL_OK;
