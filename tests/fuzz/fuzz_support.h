@@ -4,6 +4,8 @@
 #ifndef FUZZ_SUPPORT_H
 #define FUZZ_SUPPORT_H
 
+#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +40,30 @@ static inline uint8_t fuzz_byte(fuzz_input_t *in)
         return 0;
     in->n--;
     return *in->p++;
+}
+
+/* A string of up to max bytes taken off the input (a length byte first);
+ * owned (free). Cut at its first NUL, as the C strings it stands for are. */
+static inline char *fuzz_take_str(fuzz_input_t *in, size_t max)
+{
+    size_t n = fuzz_byte(in) % (max + 1);
+    n = n < in->n ? n : in->n;
+    char *s = malloc(n + 1);
+    memcpy(s, in->p, n);
+    s[n] = '\0';
+    in->p += n, in->n -= n;
+    return s;
+}
+
+/* Whether s[0..n) is valid UTF-8 without NUL: text that every encoder
+ * under test must pass through unchanged (jansson's reading of UTF-8). */
+static inline bool fuzz_plain_utf8(const void *s, size_t n)
+{
+    if (memchr(s, '\0', n) != NULL)
+        return false;
+    json_t *v = json_stringn((const char *)s, n);
+    json_decref(v);
+    return v != NULL;
 }
 
 /* Chunk lengths for feeding n bytes in pieces: 1..max bytes each, drawn from

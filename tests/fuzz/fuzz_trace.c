@@ -20,43 +20,6 @@
 
 #define NFIELDS 8
 
-/* Strict UTF-8 as jansson reads it: no overlong forms, no surrogates, at
- * most U+10FFFF, and no NUL (which the encoder replaces). */
-static bool plain_utf8(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t len;
-        uint32_t cp;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            len = 2, cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3, cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (i + len > n)
-            return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 static double take_double(fuzz_input_t *in)
 {
     uint64_t bits = 0;
@@ -75,19 +38,6 @@ static int64_t take_i64(fuzz_input_t *in)
     return (int64_t)v;
 }
 
-/* A field of the input as a NUL-terminated string (cut at its first NUL). */
-static char *take_field(fuzz_input_t *in, size_t *raw_len)
-{
-    size_t n = fuzz_byte(in);
-    n = n < in->n ? n : in->n;
-    char *s = malloc(n + 1);
-    memcpy(s, in->p, n);
-    s[n] = '\0';
-    in->p += n, in->n -= n;
-    *raw_len = strlen(s);
-    return s;
-}
-
 static void check_field(const json_t *o, const char *key, const char *sent)
 {
     json_t *v = json_object_get(o, key);
@@ -97,7 +47,7 @@ static void check_field(const json_t *o, const char *key, const char *sent)
     }
     FUZZ_CHECK(json_is_string(v), "%s is not a string", key);
     size_t n = strlen(sent);
-    if (plain_utf8((const unsigned char *)sent, n))
+    if (fuzz_plain_utf8(sent, n))
         FUZZ_CHECK(fuzz_same_bytes(json_string_value(v), json_string_length(v), sent, n),
                    "%s did not come back as sent", key);
 }
@@ -109,7 +59,7 @@ static void check_body(const json_t *o, const char *key, const char *sent, size_
     FUZZ_CHECK(json_is_string(v), "%s is not a string", key);
     const char *got = json_string_value(v);
     size_t got_len = json_string_length(v);
-    if (!plain_utf8((const unsigned char *)sent, n))
+    if (!fuzz_plain_utf8(sent, n))
         return;
     if (n <= body_max) {
         FUZZ_CHECK(fuzz_same_bytes(got, got_len, sent, n), "%s changed", key);
@@ -170,9 +120,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.usage.input_tokens = flags & 32 ? -5 : 12;
 
     char *f[NFIELDS];
-    size_t flen[NFIELDS];
     for (int i = 0; i < NFIELDS; i++)
-        f[i] = take_field(&in, &flen[i]);
+        f[i] = fuzz_take_str(&in, 255);
     bool nulls = flags & 64;
     t.user = nulls ? NULL : f[0];
     t.session_id = f[1];

@@ -104,35 +104,16 @@ static char *field_of(const rl_buf_t *b, size_t col, size_t *len)
     return out;
 }
 
-static bool plain_utf8(const char *s)
-{
-    json_t *v = json_string(s); /* jansson: valid UTF-8 (and no NUL, being C text) */
-    bool ok = v != NULL;
-    json_decref(v);
-    return ok;
-}
-
 static void check_text(const rl_buf_t *rows, size_t col, const char *sent, const char *what)
 {
     size_t n = 0;
     char *got = field_of(rows, col, &n);
     if (sent == NULL)
         FUZZ_CHECK(got == NULL, "%s: NULL expected", what);
-    else if (plain_utf8(sent) && strlen(sent) <= 4096)
+    else if (fuzz_plain_utf8(sent, strlen(sent)) && strlen(sent) <= 4096)
         FUZZ_CHECK(got && fuzz_same_bytes(got, n, sent, strlen(sent)), "%s did not come back",
                    what);
     free(got);
-}
-
-static char *take_str(fuzz_input_t *in, size_t max)
-{
-    size_t n = fuzz_byte(in) % (max + 1);
-    n = n < in->n ? n : in->n;
-    char *s = malloc(n + 1);
-    memcpy(s, in->p, n);
-    s[n] = '\0';
-    in->p += n, in->n -= n;
-    return s;
 }
 
 static void round_trip(fuzz_input_t *in)
@@ -166,8 +147,10 @@ static void round_trip(fuzz_input_t *in)
     t.usage.input_tokens = fuzz_byte(in) * 1000;
     t.usage.output_tokens = fuzz_byte(in) * 100;
     t.usage.total_tokens = t.usage.input_tokens + t.usage.output_tokens;
-    char *user = take_str(in, 255), *session = take_str(in, 255), *path = take_str(in, 255);
-    char *method = take_str(in, 15), *model = take_str(in, 200), *name = take_str(in, 200);
+    char *user = fuzz_take_str(in, 255), *session = fuzz_take_str(in, 255),
+         *path = fuzz_take_str(in, 255);
+    char *method = fuzz_take_str(in, 15), *model = fuzz_take_str(in, 200),
+         *name = fuzz_take_str(in, 200);
     t.user = flags & 1 ? NULL : user;
     t.session_id = flags & 2 ? NULL : session;
     t.method = method;
