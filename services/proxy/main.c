@@ -146,6 +146,7 @@ int main(int argc, char **argv)
         .secret_key = cfg.secret_key,
         .hash_key = hash_key,
         .refresh_interval_ms = cfg.refresh_ms,
+        .metrics = rl_service_metrics(svc),
     };
     px_publisher_options_t po = {
         .bus = rl_service_bus(svc),

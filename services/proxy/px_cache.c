@@ -236,6 +236,10 @@ struct px_cache {
     int retry_ms;
     px_cache_stats_t stats;
     long refresh_ms, debounce_ms;
+    struct {
+        rl_counter_t *loads, *load_failures, *notifications;
+        rl_gauge_t *last_success_s, *load_seconds, *headers_skipped;
+    } m;
     uint8_t secret_key[32];
     rl_pg_t *pg; /* the loader thread's only */
     rl_pg_listener_t *listener;
@@ -309,6 +313,7 @@ static void on_notify(const char *channel, const char *payload, void *ctx)
     pthread_mutex_lock(&c->mu);
     c->stats.notifications++;
     pthread_mutex_unlock(&c->mu);
+    rl_counter_add(c->m.notifications, 1);
     if (relevant(payload))
         schedule(c, c->debounce_ms);
 }
@@ -1115,9 +1120,14 @@ static void run_load(px_cache_t *c, uint64_t req)
         c->stats.headers_skipped = s->headers_skipped;
         c->stats.last_error[0] = '\0';
         c->retry_ms = RETRY_MIN_MS;
+        rl_counter_add(c->m.loads, 1);
+        rl_gauge_set(c->m.last_success_s, (double)c->stats.last_success_ms / 1000);
+        rl_gauge_set(c->m.load_seconds, (double)took / 1e6);
+        rl_gauge_set(c->m.headers_skipped, (double)s->headers_skipped);
     } else {
         atomic_store(&c->last_ok, false);
         c->stats.load_failures++;
+        rl_counter_add(c->m.load_failures, 1);
         snprintf(c->stats.last_error, sizeof c->stats.last_error, "%s", rl_error_last());
         /* retry with backoff, unless something asked for a load sooner */
         int64_t at = now + c->retry_ms;
@@ -1173,6 +1183,32 @@ static void *loader_main(void *arg)
 
 /* ---- public API -------------------------------------------------------------------------- */
 
+/* Staleness is what an operator alerts on: time() minus the last success is
+ * how old the rules every request is judged by may be (the database lost,
+ * the snapshot kept: fail open). */
+static void register_metrics(px_cache_t *c, rl_metrics_t *m)
+{
+    if (m == NULL)
+        return;
+    static const char *const loads = "renlayer_proxy_config_loads_total";
+    static const char *const loads_help =
+        "Loads of keys, agents, gates, prices, policies and DLP rules, by result";
+    rl_metrics_counter(m, loads, loads_help, "result=\"ok\"", &c->m.loads);
+    rl_metrics_counter(m, loads, loads_help, "result=\"error\"", &c->m.load_failures);
+    rl_metrics_counter(m, "renlayer_proxy_config_notifications_total",
+                       "Change notifications received from PostgreSQL (renlayer_config)", NULL,
+                       &c->m.notifications);
+    rl_metrics_gauge(m, "renlayer_proxy_config_last_success_timestamp_seconds",
+                     "Unix time of the last successful load (0: none yet)", NULL,
+                     &c->m.last_success_s);
+    rl_metrics_gauge(m, "renlayer_proxy_config_load_seconds",
+                     "Duration of the last successful load", NULL, &c->m.load_seconds);
+    rl_metrics_gauge(m, "renlayer_proxy_config_gate_headers_skipped",
+                     "Gate header values of the current snapshot that could not be opened "
+                     "(sealed with another secret key)",
+                     NULL, &c->m.headers_skipped);
+}
+
 rl_status_t px_cache_create(const px_cache_options_t *opts, px_cache_t **out)
 {
     if (opts == NULL || out == NULL || opts->database_url == NULL || opts->secret_key == NULL ||
@@ -1191,6 +1227,7 @@ rl_status_t px_cache_create(const px_cache_options_t *opts, px_cache_t **out)
     atomic_init(&c->last_ok, false);
     c->refresh_at_ms = mono_ms() + c->refresh_ms;
     c->due_ms = mono_ms(); /* the first load, at once */
+    register_metrics(c, opts->metrics);
 
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "px_types.h"
+#include "rl_metrics.h"
 #include "rl_status.h"
 
 typedef struct px_cache px_cache_t;
@@ -33,6 +34,7 @@ typedef struct {
     const uint8_t *hash_key;        /* 32 bytes: rl_apikey_derive_hash_key(secret_key) */
     long refresh_interval_ms;       /* full reload period; 0: 60000 */
     long debounce_ms;               /* wait after a notification to batch a burst; 0: 20 */
+    rl_metrics_t *metrics;          /* where renlayer_proxy_config_* go; NULL: nowhere */
 } px_cache_options_t;
 
 /* Starts the loader thread (first load, LISTEN, periodic refresh). Returns at

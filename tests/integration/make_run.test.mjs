@@ -4,13 +4,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { freePort, statusOf, sourceDir, buildDir } from '../lib/harness.mjs';
+import { freePort, statusOf, sourceDir, buildDir, waitFor, getJson } from '../lib/harness.mjs';
 
 const run = promisify(execFile);
 let state;
@@ -98,6 +98,58 @@ test('run starts the stack, seeds the demo and prints how to call it', async () 
   } finally {
     await db.end();
   }
+});
+
+// The README's walkthrough, run as written (its sh blocks in one shell with
+// demo.env loaded, its OpenAI SDK snippet with node): what it shows must work.
+// Proxies apply a policy a few tens of milliseconds after the API commits it
+// (NOTIFY, then a reload), as the README says; a reader takes longer than
+// that between two blocks, the test waits for it by polling the proxy.
+const policyApplied = `for i in $(seq 1 500); do
+  curl -s $RENLAYER_PROXY_URL/v1/chat/completions -H "Authorization: Bearer $RENLAYER_DEMO_AGENT_KEY" \\
+    -H 'Content-Type: application/json' -d '{"model":"gpt-4.5-preview","messages":[]}' | grep -q policy_denied && break
+  sleep 0.02
+done`;
+
+function walkthrough(readme) {
+  const start = readme.indexOf('## Five-minute walkthrough');
+  assert.ok(start >= 0, 'README has the walkthrough');
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+  const blocks = [...section.matchAll(/```(sh|js)\n([\s\S]*?)```/g)].map((m) => ({ lang: m[1], code: m[2] }));
+  const shell = blocks.filter((b) => b.lang === 'sh' && !b.code.includes('make run'))
+    .map((b) => (b.code.includes('/v1/policies -H') ? `${b.code}${policyApplied}\n` : b.code));
+  const js = blocks.filter((b) => b.lang === 'js').map((b) => b.code);
+  return { shell: shell.join('\n'), js };
+}
+
+test('the README walkthrough works as written', async () => {
+  const demo = parseEnv(await readFile(path.join(state, 'demo.env'), 'utf8'));
+  const { shell, js } = walkthrough(await readFile(path.join(sourceDir, 'README.md'), 'utf8'));
+  assert.equal(js.length, 1);
+  const runEnv = { ...env, ...demo };
+  const script = path.join(sourceDir, 'tests', '.readme-walkthrough-' + process.pid + '.mjs');
+  await writeFile(script, js[0]);
+  try {
+    const sdk = await run('node', [script], { env: runEnv, timeout: 60000 });
+    assert.match(sdk.stdout, /deterministic reply from the RenLayer mock/);
+  } finally {
+    await rm(script, { force: true });
+  }
+  const { stdout } = await run('bash', ['-euo', 'pipefail', '-c', shell], { env: runEnv, timeout: 60000 });
+  assert.match(stdout, /"name":"support-bot"/);                      // the agent
+  assert.match(stdout, /"secret":"rl_live_/);                         // its keys, shown once
+  assert.match(stdout, /"code":"policy_denied"/);                     // the policy denied the preview model
+  assert.match(stdout, /"policy":\{"id":"[^"]+","name":"no previews"\}/); // and the dry run names it
+  assert.match(stdout, /"code":"dlp_blocked"/);                       // the AWS key never left
+  assert.match(stdout, /write to \[REDACTED:EMAIL\]/);               // the e-mail was redacted upstream
+  assert.match(stdout, /"redacted":"mail \[REDACTED:EMAIL\]"/);      // the scan API agrees
+  assert.match(stdout, /"pattern":"TCK-\[0-9\]\{6\}"/);             // the custom rule
+  // and the blocked call is a trace the API lists (written by the trace-writer, so polled)
+  const auth = { headers: { authorization: `Bearer ${demo.RENLAYER_DEMO_OPERATOR_TOKEN}` } };
+  await waitFor(async () => {
+    const { body } = await getJson(`${demo.RENLAYER_API_URL}/v1/traces?limit=20`, auth);
+    return body.data.some((t) => t.status === 'DLP_BLOCKED' && t.error === 'dlp_blocked');
+  }, { what: 'the DLP_BLOCKED trace' });
 });
 
 test('a second run keeps what runs and does not seed again', async () => {

@@ -20,6 +20,13 @@ const chat = (proxy, key, extra = {}, headers = {}) =>
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], ...extra }),
   });
 
+/** The value of one series of proxy's /metrics (0 when absent). */
+async function metric(proxy, series) {
+  const text = await (await fetch(`${proxy.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 async function status(promise) {
   const r = await promise;
   await r.arrayBuffer();
@@ -50,6 +57,22 @@ describe('keys', () => {
       { timeout: 5000, interval: 10, what: 'revocation on both proxies' });
     assert.ok(Date.now() - revokedAt < 2000, `revocation took ${Date.now() - revokedAt} ms`);
     assert.equal(await status(chat(p1, T.agentKey)), 200, 'other keys keep working');
+  });
+
+  test('a change is loaded and counted: the config metrics move', async () => {
+    const loads = 'renlayer_proxy_config_loads_total{result="ok"}';
+    const notes = 'renlayer_proxy_config_notifications_total';
+    const last = 'renlayer_proxy_config_last_success_timestamp_seconds';
+    const [l0, n0, t0] = [await metric(p1, loads), await metric(p1, notes), await metric(p1, last)];
+    assert.ok(l0 >= 1 && t0 > 0, 'the first load is counted');
+    assert.ok(t0 <= Date.now() / 1000 + 1);
+    const K = await s.seedTenant('owner@config-metrics.test');
+    await waitFor(async () => (await status(chat(p1, K.agentKey))) === 200, { what: 'the new key loaded' });
+    assert.ok(await metric(p1, notes) > n0, 'notifications counted');
+    assert.ok(await metric(p1, loads) > l0, 'loads counted');
+    assert.ok(await metric(p1, last) > t0, 'the last success moved');
+    assert.ok(await metric(p1, 'renlayer_proxy_config_load_seconds') > 0);
+    assert.equal(await metric(p1, 'renlayer_proxy_config_loads_total{result="error"}'), 0);
   });
 
   test('an expired key gets 401', async () => {
@@ -345,6 +368,7 @@ describe('dependencies failing', () => {
     const F = await s.seedTenant('owner@failclosed.test');
     await s.db.query('UPDATE renlayer.tenants SET fail_closed = true WHERE id = $1', [F.tenantId]);
     await waitFor(async () => (await status(chat(p1, F.agentKey))) === 200, { what: 'fail-closed tenant loaded' });
+    const last = 'renlayer_proxy_config_last_success_timestamp_seconds';
     await s.db.end();
     await s.pg.stop();
     try {
@@ -360,8 +384,11 @@ describe('dependencies failing', () => {
       assert.match(b.error.message, /database is unreachable/);
     } finally {
       await s.pg.start();
+      const back = Date.now() / 1000;
       await waitFor(async () => (await (await fetch(`${p1.url}/readyz`)).json()).degraded === false,
         { timeout: 30000, what: 'proxy no longer degraded' });
+      // a reconnect reloads everything: what changed meanwhile was never notified
+      await waitFor(async () => (await metric(p1, last)) >= Math.floor(back), { what: 'a load after the restart' });
       s.db = new (await import('pg')).default.Client({ connectionString: s.pg.url });
       await s.db.connect();
     }
