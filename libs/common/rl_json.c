@@ -8,6 +8,13 @@ rl_status_t rl_json_parse(const void *text, size_t len, size_t max, json_t **out
         return rl_error(RL_ERR_TOO_LARGE, "JSON body of %zu bytes exceeds the limit of %zu", len, max);
     if (len == 0)
         return rl_error(RL_ERR_INVALID, "empty JSON body");
+    /* JSON text has no NUL byte anywhere, and jansson 2.14 drops one that
+     * follows a number ({"a":0<NUL>} parses), which would let through text
+     * that nothing downstream reads the same way. */
+    const char *nul = memchr(text, '\0', len);
+    if (nul != NULL)
+        return rl_error(RL_ERR_INVALID, "line 1 column %zu: NUL byte in JSON text (byte %zu)",
+                        (size_t)(nul - (const char *)text) + 1, (size_t)(nul - (const char *)text));
     json_error_t err;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (v == NULL)

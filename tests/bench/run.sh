@@ -12,7 +12,8 @@
 # A round runs the nginx proxy, (c), the nginx proxy, (d): every renlayer run
 # follows an nginx run ((d) right after (c) measured ~5 % slower than (c),
 # though the two cost the same when alternated; docs/performance.md).
-# BENCH_ROUNDS (5) rounds, medians reported.
+# BENCH_ROUNDS (9) rounds, medians reported (the VM drifts by ±10 % between
+# rounds; fewer rounds give medians that move as much between runs).
 # BENCH_HOLD=<file>: set up, write the ports and key to <file>, wait
 # BENCH_HOLD_SECONDS (600) for profiling by hand, stop.
 set -euo pipefail
@@ -20,7 +21,7 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 build="${BUILD_DIR:-build}"
 secs="${BENCH_SECONDS:-5}"
-rounds="${BENCH_ROUNDS:-5}"
+rounds="${BENCH_ROUNDS:-9}"
 conns="${BENCH_CONNECTIONS:-64}"
 work=$(mktemp -d /tmp/renlayer-bench-XXXXXX)
 H=tests/harness

@@ -205,6 +205,11 @@ describe('bounds and shapes', () => {
     assert.equal(r.status, 400);
     const b = await r.json();
     assert.equal(b.error.type, 'invalid_request_error');
+    // a NUL byte after a number, which jansson alone would let through (found by fuzz_request)
+    const nul = await fetch(`${p1.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${T.agentKey}` },
+      body: Buffer.from('{"model":"gpt-4o-mini","n":1\0,"messages":[]}') });
+    assert.equal(nul.status, 400);
+    assert.match((await nul.json()).error.message, /NUL byte/);
     assert.equal(s.mock.received().length, 0);
   });
 

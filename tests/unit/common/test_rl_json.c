@@ -47,6 +47,13 @@ static void rejects_malformed(void **state)
         assert_non_null(strstr(rl_error_last(), "line"));
     }
     assert_int_equal(rl_json_parse("", 0, 0, &v), RL_ERR_INVALID);
+    /* raw NUL bytes, anywhere: jansson alone accepts one after a number */
+    const char *with_nul[] = {"{\"model\":0\0}", "{\"a\":\"x\0\"}", "{\"a\":1}\0", "[1\0,2]"};
+    const size_t nul_len[] = {12, 10, 8, 6};
+    for (size_t i = 0; i < sizeof with_nul / sizeof with_nul[0]; i++) {
+        assert_int_equal(rl_json_parse(with_nul[i], nul_len[i], 0, &v), RL_ERR_INVALID);
+        assert_non_null(strstr(rl_error_last(), "NUL byte"));
+    }
     assert_int_equal(rl_json_parse_object("[1]", 3, 0, &v), RL_ERR_INVALID);
     assert_int_equal(rl_json_parse_object("\"s\"", 3, 0, &v), RL_ERR_INVALID);
     assert_null(v);
