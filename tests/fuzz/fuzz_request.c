@@ -174,7 +174,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     if (st == RL_OK && c->json && len > 0) {
-        json_t *orig = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+        /* JSON text holds no NUL byte (jansson alone accepts one after a number) */
+        json_t *orig = memchr(body, 0, len) ? NULL : json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
         bool count_tokens = strstr(c->path, "count_tokens") != NULL;
         if (!count_tokens)
             FUZZ_CHECK(json_is_object(orig), "accepted a body that is not a JSON object");
