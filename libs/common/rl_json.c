@@ -12,9 +12,13 @@ rl_status_t rl_json_parse(const void *text, size_t len, size_t max, json_t **out
      * follows a number ({"a":0<NUL>} parses), which would let through text
      * that nothing downstream reads the same way. */
     const char *nul = memchr(text, '\0', len);
-    if (nul != NULL)
-        return rl_error(RL_ERR_INVALID, "line 1 column %zu: NUL byte in JSON text (byte %zu)",
-                        (size_t)(nul - (const char *)text) + 1, (size_t)(nul - (const char *)text));
+    if (nul != NULL) {
+        size_t line = 1, column = 1;
+        for (const char *p = text; p < nul; p++, column++)
+            if (*p == '\n')
+                line++, column = 0;
+        return rl_error(RL_ERR_INVALID, "line %zu column %zu: NUL byte in JSON text", line, column);
+    }
     json_error_t err;
     json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (v == NULL)

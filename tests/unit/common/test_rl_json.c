@@ -54,6 +54,8 @@ static void rejects_malformed(void **state)
         assert_int_equal(rl_json_parse(with_nul[i], nul_len[i], 0, &v), RL_ERR_INVALID);
         assert_non_null(strstr(rl_error_last(), "NUL byte"));
     }
+    assert_int_equal(rl_json_parse("{\n \"a\": 1\0}", 11, 0, &v), RL_ERR_INVALID);
+    assert_non_null(strstr(rl_error_last(), "line 2 column 8: NUL byte in JSON text"));
     assert_int_equal(rl_json_parse_object("[1]", 3, 0, &v), RL_ERR_INVALID);
     assert_int_equal(rl_json_parse_object("\"s\"", 3, 0, &v), RL_ERR_INVALID);
     assert_null(v);
