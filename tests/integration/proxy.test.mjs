@@ -6,7 +6,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { startProxyStack, watchStream } from '../lib/proxy_stack.mjs';
-import { waitFor } from '../lib/harness.mjs';
+import { waitFor, metric } from '../lib/harness.mjs';
 
 let s;
 let T;
@@ -19,13 +19,6 @@ const chat = (proxy, key, extra = {}, headers = {}) =>
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], ...extra }),
   });
-
-/** The value of one series of proxy's /metrics (0 when absent). */
-async function metric(proxy, series) {
-  const text = await (await fetch(`${proxy.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
 
 async function status(promise) {
   const r = await promise;
@@ -314,8 +307,7 @@ describe('bounds and shapes', () => {
     const reader = r.body.getReader();
     await reader.read();
     ctrl.abort();
-    const metric = async () => Number(/renlayer_proxy_client_aborts_total (\d+)/.exec(await (await fetch(`${p1.url}/metrics`)).text())?.[1] ?? 0);
-    await waitFor(async () => (await metric()) >= 1, { timeout: 10000, what: 'the abort noticed' });
+    await waitFor(async () => (await metric(p1, 'renlayer_proxy_client_aborts_total')) >= 1, { timeout: 10000, what: 'the abort noticed' });
   });
 });
 
@@ -331,7 +323,7 @@ describe('dependencies failing', () => {
         ids.push(r.headers.get('x-renlayer-trace-id'));
         await r.arrayBuffer();
       }
-      const depth = async (p) => Number(/renlayer_proxy_spool_depth (\d+)/.exec(await (await fetch(`${p.url}/metrics`)).text())?.[1] ?? 0);
+      const depth = (p) => metric(p, 'renlayer_proxy_spool_depth');
       assert.ok((await depth(p1)) + (await depth(p2)) > 0, 'traces wait in the spools');
       await s.nats.start();
       await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
@@ -357,7 +349,7 @@ describe('dependencies failing', () => {
       }
       assert.equal(await p3.stop('SIGTERM'), 0);
       const again = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
-      const depth = Number(/renlayer_proxy_spool_depth (\d+)/.exec(await (await fetch(`${again.url}/metrics`)).text())?.[1] ?? 0);
+      const depth = await metric(again, 'renlayer_proxy_spool_depth');
       assert.ok(depth >= 10, `the restarted proxy found ${depth} spooled messages`);
       await s.nats.start();
       await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),

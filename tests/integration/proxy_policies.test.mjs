@@ -8,7 +8,7 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startProxyStack, watchStream } from '../lib/proxy_stack.mjs';
-import { waitFor } from '../lib/harness.mjs';
+import { waitFor, metric } from '../lib/harness.mjs';
 
 let s;
 let T;
@@ -399,10 +399,8 @@ describe('DLP', () => {
   });
 
   test('the metrics count decisions by status', async () => {
-    const m = await (await fetch(`${p.url}/metrics`)).text();
     for (const st of ['DENIED', 'FLAGGED', 'DLP_BLOCKED', 'DLP_WARNED']) {
-      const line = m.split('\n').find((l) => l.startsWith(`renlayer_proxy_decisions_total{status="${st}"}`));
-      assert.ok(line && Number(line.split(' ').at(-1)) > 0, `${st}: ${line}`);
+      assert.ok((await metric(p, `renlayer_proxy_decisions_total{status="${st}"}`)) > 0, st);
     }
   });
 });

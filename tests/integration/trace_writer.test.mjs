@@ -9,7 +9,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { connect } from 'nats';
-import { startPostgres, startNats, startService, runBinary, waitFor, statusOf, getJson, sourceDir } from '../lib/harness.mjs';
+import { startPostgres, startNats, startService, runBinary, waitFor, statusOf, getJson, sourceDir, metric } from '../lib/harness.mjs';
 import { uuidv7, isoMicros, makeTrace, makeDecision, traceSubject, decisionSubject, publishAll } from '../bench/writer_messages.mjs';
 
 const DAY_MS = 86400000;
@@ -42,15 +42,6 @@ async function startWriter(extra = {}) {
 async function count(sql, params = []) {
   const r = await db.query(sql, params);
   return Number(r.rows[0].n);
-}
-
-/** The value of one series of a writer's /metrics (0 when absent). */
-async function metric(w, series) {
-  const text = await (await fetch(`${w.url}/metrics`)).text();
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${series} `)) return Number(line.slice(series.length + 1));
-  }
-  return 0;
 }
 
 const traceItem = (t) => ({ subject: traceSubject(t), data: t, msgID: t.trace_id });

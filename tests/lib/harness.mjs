@@ -316,3 +316,10 @@ export async function statusOf(url) {
     return 0;
   }
 }
+
+/** The value of one series (name and labels, as printed) of a service's /metrics; 0 when absent. */
+export async function metric(service, series) {
+  const text = await (await fetch(`${service.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
