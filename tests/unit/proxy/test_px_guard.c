@@ -15,6 +15,8 @@
 
 #define AWS_KEY "AKIAQ3EGV7TXBMJP4KRA" /* synthetic: the format, no account */
 #define EMAIL "mia.wong@acme-widgets.com"
+#define READ_BYTES 16384                           /* what libcurl hands over per read */
+#define OVERSIZED_BYTES ((size_t)(3u << 19) + 100) /* 1.5 MiB: past the 1 MiB the guard parses */
 
 typedef struct {
     rl_dlp_engine_t *dlp;
@@ -57,6 +59,18 @@ static bool feed(stream_t *s, const char *data, size_t n)
     size_t before = s->req->out.len;
     assert_int_equal(px_response_feed(s->parser, data, n, &s->req->out), RL_OK);
     return px_guard_stream(s->req, before);
+}
+
+/* data in reads: the first of first bytes, then of step each; false once cut. */
+static bool feed_reads(stream_t *s, const char *data, size_t len, size_t first, size_t step)
+{
+    bool go_on = true;
+    for (size_t off = 0, n = first; go_on && off < len; off += n, n = step) {
+        if (n > len - off)
+            n = len - off;
+        go_on = feed(s, data + off, n);
+    }
+    return go_on;
 }
 
 static void end_stream(stream_t *s)
@@ -113,11 +127,7 @@ static void crlf_split_across_reads_kept(void **state)
     for (size_t step = 1; step < 12; step++) {
         stream_t s;
         open_stream(&s, PX_PROTO_ANTHROPIC);
-        for (size_t off = 0, len = strlen(text); off < len;) {
-            size_t n = step > len - off ? len - off : step;
-            assert_true(feed(&s, text + off, n));
-            off += n;
-        }
+        assert_true(feed_reads(&s, text, strlen(text), step, step));
         end_stream(&s);
         assert_string_equal(s.req->out.data, text); /* nothing found: byte for byte */
         close_stream(&s);
@@ -125,10 +135,11 @@ static void crlf_split_across_reads_kept(void **state)
 }
 
 /* An event over the 1 MiB the guard parses, with `secret` at `at`, fed in
- * reads of 16 KiB (libcurl's) shifted by `shift`. Returns the client's bytes. */
-static char *oversized(const char *secret, size_t at, size_t shift, bool *cut)
+ * reads of READ_BYTES placed so that one ends `split` bytes into the secret.
+ * Returns the client's bytes. */
+static char *oversized(const char *secret, size_t at, size_t split, bool *cut)
 {
-    size_t size = (3u << 19) + 100; /* 1.5 MiB */
+    size_t size = OVERSIZED_BYTES;
     char *ev = malloc(size + 1);
     assert_non_null(ev);
     const char *head =
@@ -145,13 +156,7 @@ static char *oversized(const char *secret, size_t at, size_t shift, bool *cut)
 
     stream_t s;
     open_stream(&s, PX_PROTO_OPENAI);
-    bool go_on = feed(&s, ev, shift);
-    for (size_t off = shift; go_on && off < size;) {
-        size_t n = size - off < 16384 ? size - off : 16384;
-        go_on = feed(&s, ev + off, n);
-        off += n;
-    }
-    if (go_on)
+    if (feed_reads(&s, ev, size, (at + split) % READ_BYTES, READ_BYTES))
         end_stream(&s);
     *cut = s.req->dlp_cut;
     char *out = strndup(s.req->out.data ? s.req->out.data : "", s.req->out.len);
@@ -163,11 +168,8 @@ static char *oversized(const char *secret, size_t at, size_t shift, bool *cut)
 static void oversized_event_key_split_across_reads_is_cut(void **state)
 {
     (void)state;
-    size_t at = 1200000; /* past the first MiB, which is held and scanned in one piece */
-    /* the key starts 7 bytes before a read ends, whatever else happens */
-    size_t shift = (at + 7) % 16384;
-    bool cut;
-    char *out = oversized(AWS_KEY, at, shift, &cut);
+    bool cut; /* past the first MiB, which is held and scanned in one piece */
+    char *out = oversized(AWS_KEY, 1200000, 7, &cut);
     assert_true(cut);
     assert_null(strstr(out, AWS_KEY));
     assert_null(strstr(out, "AKIAQ3E"));
@@ -178,10 +180,8 @@ static void oversized_event_key_split_across_reads_is_cut(void **state)
 static void oversized_event_email_split_across_reads_is_redacted(void **state)
 {
     (void)state;
-    size_t at = 1300000;
-    size_t shift = (at + 5) % 16384;
     bool cut;
-    char *out = oversized(EMAIL, at, shift, &cut);
+    char *out = oversized(EMAIL, 1300000, 5, &cut);
     assert_false(cut);
     assert_null(strstr(out, EMAIL));
     assert_non_null(strstr(out, "[REDACTED:EMAIL]"));
@@ -190,7 +190,7 @@ static void oversized_event_email_split_across_reads_is_redacted(void **state)
     assert_int_equal(count_of(out, "[REDACTED:EMAIL]"), 1);
     assert_non_null(strstr(out, "amet [REDACTED:EMAIL] ipsum"));
     assert_int_equal(strlen(out),
-                     (3u << 19) + 100 - strlen("lore" EMAIL "rem") + strlen("[REDACTED:EMAIL]"));
+                     OVERSIZED_BYTES - strlen("lore" EMAIL "rem") + strlen("[REDACTED:EMAIL]"));
     free(out);
 }
 
