@@ -326,17 +326,26 @@ void rl_service_shutdown(rl_service_t *svc)
     kill(getpid(), SIGTERM);
 }
 
-void rl_service_stop(rl_service_t *svc)
+void rl_service_quiesce(rl_service_t *svc)
 {
     if (svc == NULL)
         return;
     rl_http_server_stop(svc->http);
+    svc->http = NULL;
     pthread_mutex_lock(&svc->lock);
     atomic_store(&svc->stopping, true);
     pthread_cond_broadcast(&svc->wake);
     pthread_mutex_unlock(&svc->lock);
     if (svc->monitor_started)
         pthread_join(svc->monitor, NULL);
+    svc->monitor_started = false;
+}
+
+void rl_service_stop(rl_service_t *svc)
+{
+    if (svc == NULL)
+        return;
+    rl_service_quiesce(svc);
     rl_bus_destroy(svc->bus);
     rl_pg_destroy(svc->health_db);
     rl_metrics_destroy(svc->metrics);

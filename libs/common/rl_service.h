@@ -72,8 +72,16 @@ void rl_service_run(rl_service_t *svc);
 /* Asks rl_service_run() to return, from any thread. */
 void rl_service_shutdown(rl_service_t *svc);
 
-/* Stops the HTTP server (waiting for requests in flight), the monitor, the
- * bus (flushing pending publishes) and the database connection. NULL ok. */
+/* Stops the HTTP server (waiting for requests in flight) and the readiness
+ * monitor: no route handler and no extra_check runs after it returns. The
+ * bus, the metrics registry and the other accessors stay valid, so the
+ * service can stop its own threads (which count into the registry) before
+ * rl_service_stop frees them. Optional; NULL ok; idempotent. */
+void rl_service_quiesce(rl_service_t *svc);
+
+/* Quiesces if not yet done, then flushes and closes the bus (pending
+ * publishes), the database connection and frees the metrics registry:
+ * every thread that borrowed one of them must be stopped first. NULL ok. */
 void rl_service_stop(rl_service_t *svc);
 
 /* Borrowed accessors, valid until rl_service_stop(). */

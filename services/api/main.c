@@ -315,9 +315,10 @@ static int cmd_serve(int argc, char **argv)
     if (st != RL_OK)
         return 1;
     rl_service_run(svc);
-    rl_service_stop(svc);
-    api_auth_shutdown(); /* lets queued login mails go out */
+    rl_service_quiesce(svc); /* no request in flight from here */
+    api_auth_shutdown();     /* lets queued login mails go out; counts into the metrics */
     rl_pg_pool_destroy(api.db);
+    rl_service_stop(svc);
     return 0;
 }
 

@@ -195,8 +195,12 @@ int main(int argc, char **argv)
     px_engine_stop(engine, cfg.drain_ms);
     px_publisher_destroy(publisher);
     publisher = NULL;
-    rl_service_stop(svc);
+    /* the cache's thread counts into the service's metrics: stop it after
+     * the readiness monitor (which asks it) and before the registry goes */
+    rl_service_quiesce(svc);
     px_cache_destroy(cache);
+    cache = NULL;
+    rl_service_stop(svc);
     curl_global_cleanup();
     return st == RL_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -421,16 +421,19 @@ test('disabling an operator stops its sessions and tokens at once', async () => 
 
 // ---- delivery without dev mode ------------------------------------------------------------
 
-/** A minimal SMTP server on 127.0.0.1 collecting messages. */
-function startSmtp() {
+/** A minimal SMTP server on 127.0.0.1 collecting messages. With `greeting`
+ * (a promise), each session's 220 waits for it; `connections` counts them. */
+function startSmtp({ greeting = Promise.resolve() } = {}) {
   return new Promise((resolve) => {
     const mails = [];
+    let connections = 0;
     const server = createServer((sock) => {
+      connections++;
       sock.setEncoding('latin1');
       let buf = '';
       let inData = false;
       let mail = { from: null, rcpt: [], data: '' };
-      sock.write('220 fake ESMTP\r\n');
+      greeting.then(() => sock.write('220 fake ESMTP\r\n'));
       sock.on('data', (chunk) => {
         buf += chunk;
         for (;;) {
@@ -460,7 +463,8 @@ function startSmtp() {
       });
       sock.on('error', () => {});
     });
-    server.listen(0, '127.0.0.1', () => resolve({ server, mails, port: server.address().port }));
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ server, mails, port: server.address().port, connections: () => connections }));
   });
 }
 
@@ -512,4 +516,32 @@ test('with SMTP the code arrives by mail and the cookie is Secure outside dev mo
   assert.match(v.headers.get('set-cookie'), /; Secure$/);
   const me = await call('GET', '/v1/me', { headers: bearer(sessionOf(v)), base: svc.url });
   assert.equal(me.status, 200);
+});
+
+test('a login mail still being sent when SIGTERM arrives goes out, and the api exits 0', async () => {
+  let greet;
+  const slow = await startSmtp({ greeting: new Promise((resolve) => (greet = resolve)) });
+  try {
+    const svc = await startService('api', {
+      ...s.env,
+      RENLAYER_DEV_MODE: 'false',
+      RENLAYER_SMTP_URL: `smtp://127.0.0.1:${slow.port}`,
+      RENLAYER_SMTP_FROM: 'login@renlayer.test',
+    });
+    await resetLimits();
+    const r = await call('POST', '/v1/auth/otp/request', { body: { email: 'owner@a.test' }, base: svc.url });
+    assert.equal(r.status, 202);
+    await waitFor(() => slow.connections() > 0, { what: 'the mailer connecting' });
+    const exit = svc.stop('SIGTERM');
+    await waitFor(() => svc.lines.some((l) => l.msg === 'shutting down'), { what: 'the api shutting down' });
+    greet(); // the mail completes while the api stops: its counters still exist
+    const code = await exit;
+    assert.equal(code, 0, `api exit code\n${svc.logText().slice(-4000)}`);
+    assert.doesNotMatch(svc.logText(), /Sanitizer/);
+    assert.equal(slow.mails.length, 1, 'the queued mail went out');
+    assert.deepEqual(slow.mails[0].rcpt, ['<owner@a.test>']);
+  } finally {
+    greet();
+    await new Promise((resolve) => slow.server.close(resolve));
+  }
 });

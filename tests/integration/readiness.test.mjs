@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { startPostgres, startNats, startService, runBinary, statusOf, getJson, waitFor, sourceDir } from '../lib/harness.mjs';
+import pg from 'pg';
+import { startPostgres, startNats, startService, runBinary, statusOf, getJson, waitFor, sourceDir, metric } from '../lib/harness.mjs';
 
 let pgServer;
 let nats;
@@ -90,9 +91,35 @@ test('nats-server down turns /readyz to 503, back up turns it to 200 without a r
   assert.ok(tw.alive());
 });
 
+// The proxy's configuration cache counts every notification and load into
+// the service's metrics from its own threads: a storm of notifications runs
+// across its SIGTERM so that, sanitized, a count after the registry is freed
+// would show (it did, when the registry went before the cache's threads).
+async function notifyStorm(url) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  let running = true;
+  const loop = (async () => {
+    while (running) await client.query(`SELECT pg_notify('renlayer_config', '{"table":"agents"}')`);
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    await client.end();
+  };
+}
+
 test('SIGTERM stops every service with exit code 0 (and, sanitized, without leaks)', async () => {
   for (const svc of Object.values(services)) {
+    let stopStorm = null;
+    if (svc.name === 'proxy') {
+      const series = 'renlayer_proxy_config_notifications_total';
+      const before = await metric(svc, series);
+      stopStorm = await notifyStorm(pgServer.url);
+      await waitFor(async () => (await metric(svc, series)) > before + 20, { what: 'the proxy counting notifications' });
+    }
     const code = await svc.stop('SIGTERM');
+    await stopStorm?.();
     assert.equal(code, 0, `${svc.name} exit code\n${svc.logText().slice(-2000)}`);
     assert.ok(svc.lines.some((l) => l.msg === 'shutting down'), svc.name);
   }
