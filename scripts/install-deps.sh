@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git ca-certificates curl
   libmicrohttpd-dev libnats-dev libpq-dev libjansson-dev libpcre2-dev libssl-dev
-  libcurl4-openssl-dev libcmocka-dev postgresql nats-server nodejs npm)
+  libcurl4-openssl-dev zlib1g-dev libcmocka-dev postgresql nats-server nodejs npm)
 [ "${RL_WITH_BENCH:-0}" = 1 ] && packages+=(nginx-light wrk)
 [ "${RL_WITH_FUZZ:-0}" = 1 ] && packages+=(clang libclang-rt-14-dev)
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 static _Thread_local char last_error[512];
+static _Thread_local size_t last_error_text; /* where the message starts, after "file:line: " */
 
 const char *rl_status_str(rl_status_t s)
 {
@@ -30,6 +31,7 @@ rl_status_t rl_error_at(rl_status_t s, const char *file, int line, const char *f
     int n = snprintf(last_error, sizeof last_error, "%s:%d: ", base ? base + 1 : file, line);
     if (n < 0 || (size_t)n >= sizeof last_error)
         n = 0;
+    last_error_text = (size_t)n;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error + n, sizeof last_error - (size_t)n, fmt, ap);
@@ -42,7 +44,13 @@ const char *rl_error_last(void)
     return last_error;
 }
 
+const char *rl_error_message(void)
+{
+    return last_error + last_error_text;
+}
+
 void rl_error_clear(void)
 {
     last_error[0] = '\0';
+    last_error_text = 0;
 }

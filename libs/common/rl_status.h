@@ -31,6 +31,10 @@ rl_status_t rl_error_at(rl_status_t s, const char *file, int line, const char *f
  * rl_error() on this thread. */
 const char *rl_error_last(void);
 
+/* The same message without its "file:line: " location: what a client or an
+ * operator is shown (an HTTP error body, a stored failure). */
+const char *rl_error_message(void);
+
 /* Clears the calling thread's error context. */
 void rl_error_clear(void);
 

@@ -46,9 +46,7 @@ void api_call_end(api_call_t *call)
 
 void api_respond_status(rl_http_request_t *req, rl_status_t st, json_t *field_errors)
 {
-    const char *why = rl_error_last();
-    const char *colon = strstr(why, ": ");
-    const char *msg = colon ? colon + 2 : why;
+    const char *msg = rl_error_message();
     switch (st) {
     case RL_OK:
         rl_http_respond_error(req, 500, "internal", "internal error", NULL);
@@ -78,7 +76,7 @@ void api_respond_status(rl_http_request_t *req, rl_status_t st, json_t *field_er
     default:
         rl_log(RL_LOG_ERROR, "request failed", "{s:s,s:s,s:s,s:s}", "request_id",
                rl_http_request_id(req), "path", rl_http_path(req), "status", rl_status_str(st),
-               "detail", why);
+               "detail", rl_error_last());
         rl_http_respond_error(req, 500, "internal", "internal error", NULL);
     }
 }

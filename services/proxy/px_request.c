@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "px_decode.h"
 #include "px_internal.h"
 #include "rl_apikey.h"
 #include "rl_log.h"
@@ -339,6 +340,36 @@ static bool read_context(px_request_t *req)
     return true;
 }
 
+/* A body the agent compressed is decoded before anything reads it (px_decode.h):
+ * the upstream gets the decoded body, without Content-Encoding. */
+static bool decode_body(px_request_t *req)
+{
+    const char *encoding = header(req, "Content-Encoding");
+    if (!px_decode_needed(encoding))
+        return true;
+    rl_buf_t decoded;
+    rl_buf_init(&decoded, req->body.max);
+    rl_status_t st = px_decode_body(encoding, req->body.data, req->body.len, &decoded);
+    if (st == RL_OK) {
+        rl_buf_move(&req->body, &decoded);
+        return true;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg, "The request body could not be decoded: %.300s", rl_error_message());
+    rl_buf_free(&decoded);
+    rl_log(RL_LOG_WARN, "request body not decoded", "{s:s,s:s,s:s}", "trace_id", req->trace_id,
+           "content_encoding", encoding, "detail", rl_error_last());
+    if (st == RL_ERR_NOT_FOUND)
+        px_request_respond_error(req, 415, "unsupported_content_encoding", msg);
+    else if (st == RL_ERR_TOO_LARGE)
+        px_request_respond_error(req, 413, "request_too_large", msg);
+    else if (st == RL_ERR_INVALID)
+        px_request_respond_error(req, 400, "invalid_request", msg);
+    else
+        px_request_respond_error(req, 500, "internal_error", msg);
+    return false;
+}
+
 static bool classify(px_request_t *req)
 {
     size_t len = req->body.len;
@@ -348,7 +379,7 @@ static bool classify(px_request_t *req)
     req->prepared_for = req->gate;
     if (st == RL_ERR_INVALID) {
         char msg[300];
-        snprintf(msg, sizeof msg, "The request body is not valid: %.200s", rl_error_last());
+        snprintf(msg, sizeof msg, "The request body is not valid: %.200s", rl_error_message());
         px_request_respond_error(req, 400, "invalid_request", msg);
         return false;
     }
@@ -408,7 +439,8 @@ static enum MHD_Result run(px_request_t *req)
         px_request_respond_error(req, 413, "request_too_large", msg);
         return MHD_YES;
     }
-    if (!authenticate(req) || !select_gate(req) || !read_context(req) || !classify(req))
+    if (!authenticate(req) || !select_gate(req) || !read_context(req) || !decode_body(req) ||
+        !classify(req))
         return MHD_YES;
     /* Request path step 4 goes here: rate limits and the session gate.
      * Steps 5-6, policies and DLP on the request, are one call: the scan runs

@@ -21,7 +21,9 @@ static bool consumed_request_header(const char *name)
     static const char *const drop[] = {
         "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization",
         "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade", "content-length",
-        "authorization", "x-api-key", "accept-encoding", "expect", NULL};
+        "authorization", "x-api-key", "accept-encoding", "expect",
+        "content-encoding", /* the body is decoded before it is read (px_decode.h) */
+        NULL};
     for (size_t i = 0; drop[i]; i++) {
         if (strcasecmp(name, drop[i]) == 0)
             return true;

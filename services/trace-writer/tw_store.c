@@ -235,12 +235,10 @@ static void note_failure(tw_store_t *s, const char *sqlstate, const char *messag
  * (without the error context's "file:line: " and "SQLSTATE xxxxx: " prefixes). */
 static rl_status_t pg_failed(tw_store_t *s, rl_status_t st)
 {
-    const char *m = rl_error_last();
+    const char *m = rl_error_message();
     const char *p = strstr(m, "SQLSTATE ");
     if (p && strlen(p) > 16 && p[14] == ':')
         m = p + 16;
-    else if ((p = strstr(m, ".c:")) != NULL && (p = strstr(p, ": ")) != NULL)
-        m = p + 2;
     note_failure(s, rl_pg_sqlstate(s->pg), m);
     return st;
 }

@@ -7,6 +7,7 @@
 // NOTIFY, so each test waits for the behaviour.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { gzipSync, deflateSync, deflateRawSync } from 'node:zlib';
 import { startProxyStack, watchStream } from '../lib/proxy_stack.mjs';
 import { waitFor, metric } from '../lib/harness.mjs';
 
@@ -249,6 +250,55 @@ describe('DLP', () => {
     const ob = await o.json();
     assert.equal(ob.error.code, 'dlp_blocked');
     assert.ok(!JSON.stringify(ob).includes(AWS_KEY_ID));
+  });
+
+  test('a compressed request body is decoded before the scan and forwarded decoded; what cannot be decoded is refused', async () => {
+    const send = (body, encoding, path = '/v1/chat/completions', extra = {}) => fetch(`${p.url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json', 'content-encoding': encoding, ...extra },
+      body,
+    });
+    const json = (content) => JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] });
+    s.mock.reset();
+    // gzip hides the secret from a byte scanner: decoded, it is found
+    const blocked = await send(gzipSync(json(`aws_secret_access_key = ${AWS_SECRET}`)), 'gzip');
+    assert.equal(blocked.status, 403);
+    assert.equal((await blocked.json()).renlayer.status, 'DLP_BLOCKED');
+    // two codings, applied deflate first: an e-mail forwarded redacted, as plain JSON
+    const mail = await send(gzipSync(deflateSync(json('mail jane.doe@acme-widgets.com about it'))), 'deflate, gzip');
+    assert.equal(mail.status, 200);
+    await mail.arrayBuffer();
+    // on a plain passthrough path as well (raw deflate, as some clients send it)
+    const pass = await send(deflateRawSync(`aws_secret_access_key=${AWS_SECRET}`), 'deflate', '/v2/upload');
+    assert.equal(pass.status, 403);
+    await pass.arrayBuffer();
+    const got = s.mock.received();
+    assert.equal(got.length, 1, 'only the redacted chat was forwarded');
+    assert.equal(JSON.parse(got[0].body).messages[0].content, 'mail [REDACTED:EMAIL] about it');
+    assert.equal(got[0].headers['content-encoding'], undefined, 'the upstream gets the decoded body');
+    const t = await traces.find((x) => x.trace_id === mail.headers.get('x-renlayer-trace-id'), 'decoded trace');
+    assert.match(t.request_body, /\[REDACTED:EMAIL\]/);
+
+    s.mock.reset();
+    const br = await send('whatever', 'br');
+    assert.equal(br.status, 415);
+    const bb = await br.json();
+    assert.equal(bb.error.code, 'unsupported_content_encoding');
+    assert.match(bb.error.message, /br is not supported/);
+    const corrupt = await send('not gzip at all', 'gzip');
+    assert.equal(corrupt.status, 400);
+    assert.match((await corrupt.json()).error.message, /could not be decoded: gzip/);
+    // 10 KB that expand past the body limit (10 MiB): refused, not inflated
+    const bomb = gzipSync(Buffer.alloc(12 * 1024 * 1024));
+    assert.ok(bomb.length < 64 * 1024);
+    const big = await send(bomb, 'gzip');
+    assert.equal(big.status, 413);
+    assert.match((await big.json()).error.message, /exceeds/);
+    const a = await send(gzipSync(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] })), 'gzip', '/v1/messages',
+      { 'X-RenLayer-Gate': 'anth', 'anthropic-version': '2023-06-01' });
+    assert.equal(a.status, 200, 'an Anthropic body decoded the same way');
+    await a.arrayBuffer();
+    assert.equal(s.mock.received().length, 1, 'only the valid body reached the upstream');
   });
 
   test('an e-mail address: DLP_WARNED, forwarded redacted (its default action)', async () => {

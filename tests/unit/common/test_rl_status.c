@@ -26,6 +26,12 @@ static void records_context(void **state)
     assert_int_equal(rl_error(RL_ERR_INVALID, "bad %s", "thing"), RL_ERR_INVALID);
     assert_non_null(strstr(rl_error_last(), "test_rl_status.c:"));
     assert_non_null(strstr(rl_error_last(), "bad thing"));
+    /* the message alone, for clients: no source location */
+    assert_string_equal(rl_error_message(), "bad thing");
+    rl_error(RL_ERR_IO, "a: b: c");
+    assert_string_equal(rl_error_message(), "a: b: c");
+    rl_error_clear();
+    assert_string_equal(rl_error_message(), "");
 }
 
 static void truncates_long_messages(void **state)
