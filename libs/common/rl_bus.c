@@ -65,9 +65,14 @@ static const topo_def_t TOPOLOGY[] = {
 #define TOPOLOGY_LEN (sizeof TOPOLOGY / sizeof TOPOLOGY[0])
 
 struct rl_bus {
+    /* NULL until the worker's first connection succeeds (first_connect), then
+     * set once, js before nc, and unchanged until rl_bus_destroy: readers
+     * test nc (rl_bus_is_connected) before they use js. */
+    _Atomic(natsConnection *) nc;
+    _Atomic(jsCtx *) js;
+    natsOptions *opts;          /* for first_connect; the connection keeps a copy */
+    int64_t request_timeout_ms; /* JetStream API requests */
     /* Set in rl_bus_create(), immutable afterwards. */
-    natsConnection *nc;
-    jsCtx *js;
     char *name;
     int64_t max_age_ns;
     int64_t max_bytes;
@@ -505,13 +510,63 @@ rl_status_t rl_bus_ensure_topology(rl_bus_t *bus)
     return RL_OK;
 }
 
-/* ---- worker: tells on_state and runs the automatic topology ---- */
+/* ---- worker: connects, tells on_state and runs the automatic topology ---- */
+
+static bool is_stopping(rl_bus_t *bus)
+{
+    pthread_mutex_lock(&bus->mu);
+    bool stop = bus->stopping;
+    pthread_mutex_unlock(&bus->mu);
+    return stop;
+}
+
+/* The first connection, retried with reconnect_delay's backoff until it
+ * succeeds or the bus stops; from then on libnats reconnects by itself
+ * (MaxReconnect -1). An attempt blocks for at most libnats' connect timeout
+ * (2 s) against a server that accepts and never answers. */
+static void first_connect(rl_bus_t *bus)
+{
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Wait = bus->request_timeout_ms;
+    /* Our own window (bus->pending) refuses without blocking; libnats counts a
+     * message until our ack handler has returned, so give it one more slot and
+     * its blocking stall never triggers. */
+    jo.PublishAsync.MaxPending = (int64_t)bus->max_pending + 1;
+    jo.PublishAsync.StallWait = 1;
+    jo.PublishAsync.AckHandler = on_js_ack;
+    jo.PublishAsync.AckHandlerClosure = bus;
+    for (int attempts = 1; !is_stopping(bus); attempts++) {
+        natsConnection *nc = NULL;
+        jsCtx *js = NULL;
+        natsStatus s = natsConnection_Connect(&nc, bus->opts);
+        if (s == NATS_OK)
+            s = natsConnection_JetStream(&js, nc, &jo);
+        if (s == NATS_OK) {
+            /* published even when stopping: rl_bus_destroy closes it */
+            pthread_mutex_lock(&bus->mu);
+            atomic_store(&bus->js, js);
+            atomic_store(&bus->nc, nc);
+            pthread_mutex_unlock(&bus->mu);
+            note_connected(bus);
+            return;
+        }
+        jsCtx_Destroy(js);
+        natsConnection_Destroy(nc);
+        int64_t until = now_ms() + reconnect_delay(NULL, attempts, bus);
+        pthread_mutex_lock(&bus->mu);
+        while (!bus->stopping && now_ms() < until)
+            cond_wait_until(bus, until);
+        pthread_mutex_unlock(&bus->mu);
+    }
+}
 
 static void *worker_main(void *arg)
 {
     rl_bus_t *bus = arg;
     pthread_setname_np(pthread_self(), "rl-bus");
     int64_t retry_ms = TOPOLOGY_RETRY_MIN_MS;
+    first_connect(bus);
 
     pthread_mutex_lock(&bus->mu);
     while (!bus->stopping) {
@@ -593,10 +648,9 @@ static rl_status_t nats_opts_build(rl_bus_t *bus, const rl_bus_options_t *o, nat
     if (s == NATS_OK)
         s = natsOptions_SetWriteDeadline(
             no, or_default(o->write_deadline_ms, DEFAULT_WRITE_DEADLINE_MS));
-    /* A connected callback is what makes a failed first connect retry in the
-     * background: without one, natsConnection_Connect() retries in the caller. */
-    if (s == NATS_OK)
-        s = natsOptions_SetRetryOnFailedConnect(no, true, on_nats_connected, bus);
+    /* No RetryOnFailedConnect: the worker makes the first connection itself
+     * (first_connect); libnats 3.4.1 closes a connection for good when its
+     * first attempt reached a server that never answered (a hung server). */
     if (s == NATS_OK)
         s = natsOptions_SetReconnectedCB(no, on_nats_connected, bus);
     if (s == NATS_OK)
@@ -621,6 +675,7 @@ static rl_status_t nats_opts_build(rl_bus_t *bus, const rl_bus_options_t *o, nat
  * references any more. */
 static void bus_free(rl_bus_t *bus)
 {
+    natsOptions_Destroy(bus->opts);
     pthread_mutex_destroy(&bus->ack_cb_mu);
     pthread_cond_destroy(&bus->cond);
     pthread_mutex_destroy(&bus->mu);
@@ -691,49 +746,19 @@ rl_status_t rl_bus_create(const rl_bus_options_t *o, rl_bus_t **out)
     pthread_mutex_init(&bus->mu, NULL);
     pthread_mutex_init(&bus->ack_cb_mu, NULL);
 
-    natsOptions *no = NULL;
-    rl_status_t st = nats_opts_build(bus, o, &no);
+    bus->request_timeout_ms = or_default(o->request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
+    rl_status_t st = nats_opts_build(bus, o, &bus->opts);
     if (st != RL_OK) {
         bus_free(bus);
         return st;
     }
-    natsConnection *nc = NULL;
-    natsStatus s = natsConnection_Connect(&nc, no);
-    natsOptions_Destroy(no); /* the connection keeps its own copy */
-    if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-        st = from_nats(s);
-        if (st != RL_ERR_INVALID && st != RL_ERR_NOMEM)
-            st = RL_ERR_UNAVAILABLE;
-        st = rl_error(st, "nats connect: %s: %s", natsStatus_GetText(s), nats_detail());
-        natsConnection_Destroy(nc);
+    if (pthread_create(&bus->worker, NULL, worker_main, bus) != 0) {
         bus_free(bus);
-        return st;
+        return rl_error(RL_ERR_NOMEM, "bus: cannot start worker thread");
     }
-    bus->nc = nc;
-    if (s == NATS_OK)
-        note_connected(bus); /* no connected callback when the first try succeeds */
-
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = or_default(o->request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
-    /* Our own window (bus->pending) refuses without blocking; libnats counts a
-     * message until our ack handler has returned, so give it one more slot and
-     * its blocking stall never triggers. */
-    jo.PublishAsync.MaxPending = (int64_t)bus->max_pending + 1;
-    jo.PublishAsync.StallWait = 1;
-    jo.PublishAsync.AckHandler = on_js_ack;
-    jo.PublishAsync.AckHandlerClosure = bus;
-    s = natsConnection_JetStream(&bus->js, nc, &jo);
-    if (s == NATS_OK && pthread_create(&bus->worker, NULL, worker_main, bus) == 0) {
-        bus->worker_started = true;
-        *out = bus;
-        return RL_OK;
-    }
-    st = s != NATS_OK ? rl_error(from_nats(s), "jetstream context: %s: %s", natsStatus_GetText(s),
-                                 nats_detail())
-                      : rl_error(RL_ERR_NOMEM, "bus: cannot start worker thread");
-    rl_bus_destroy(bus);
-    return st;
+    bus->worker_started = true;
+    *out = bus;
+    return RL_OK;
 }
 
 /* Takes back every message still awaiting an ack and reports it: after this,
@@ -773,20 +798,26 @@ void rl_bus_destroy(rl_bus_t *bus)
     pthread_mutex_lock(&bus->mu);
     bus->stopping = true;
     pthread_cond_broadcast(&bus->cond);
+    natsConnection *nc = atomic_load(&bus->nc);
     pthread_mutex_unlock(&bus->mu);
 
     /* Close fails the worker's JetStream requests at once, joins the reconnect
      * thread (reconnect_delay) and queues the closed callback behind any other
-     * callback of this connection. */
-    natsConnection_Close(bus->nc);
+     * callback of this connection. A worker still making its first
+     * connection (at most libnats' connect timeout) publishes it before it
+     * ends: closed after the join. */
+    if (nc)
+        natsConnection_Close(nc);
     if (bus->worker_started)
         pthread_join(bus->worker, NULL);
+    if (!nc && (nc = atomic_load(&bus->nc)) != NULL)
+        natsConnection_Close(nc);
 
     int64_t limit = now_ms() + CALLBACK_QUIESCE_MS;
     pthread_mutex_lock(&bus->mu);
-    while ((!bus->closed_seen || atomic_load(&bus->pending) > 0) && now_ms() < limit)
+    while (((nc && !bus->closed_seen) || atomic_load(&bus->pending) > 0) && now_ms() < limit)
         cond_wait_until(bus, limit);
-    bool quiet = bus->closed_seen && atomic_load(&bus->pending) == 0;
+    bool quiet = (!nc || bus->closed_seen) && atomic_load(&bus->pending) == 0;
     pthread_mutex_unlock(&bus->mu);
 
     jsCtx_Destroy(bus->js);

@@ -115,12 +115,14 @@ typedef struct {
     uint64_t topology_updated; /* streams and buckets whose config was updated */
 } rl_bus_stats_t;
 
-/* Creates a bus and starts connecting in the background: succeeds while the
- * server is down (then RL_OK and not yet connected; the first attempt may
- * take up to libnats' 2 s connect timeout). *out is set only on success (free
+/* Creates a bus and starts connecting in the background, at once: the first
+ * connection is retried (reconnect_wait_ms doubling up to
+ * reconnect_wait_max_ms) while the server is down or does not answer, and
+ * libnats reconnects by itself after that. *out is set only on success (free
  * with rl_bus_destroy). RL_ERR_INVALID for a missing or malformed url or a
  * negative option, RL_ERR_NOMEM, RL_ERR_UNAVAILABLE if libnats cannot start.
- * on_state may run before this returns. */
+ * rl_bus_conn() and rl_bus_js() are NULL until the first connection. on_state
+ * may run before this returns. */
 rl_status_t rl_bus_create(const rl_bus_options_t *opts, rl_bus_t **out);
 
 /* Refuses new publishes, waits up to drain_timeout_ms for pending acks and
@@ -174,8 +176,9 @@ rl_status_t rl_bus_publish(rl_bus_t *bus, const char *subject, const void *data,
 /* Copies the counters into *out. */
 void rl_bus_stats(rl_bus_t *bus, rl_bus_stats_t *out);
 
-/* The bus's connection, borrowed: valid until rl_bus_destroy(); never close or
- * destroy it. For consumers (subscriptions, durable pull consumers). */
+/* The bus's connection, borrowed: NULL before the first connection, then
+ * valid until rl_bus_destroy(); never close or destroy it. For consumers
+ * (subscriptions, durable pull consumers). */
 natsConnection *rl_bus_conn(rl_bus_t *bus);
 
 /* The bus's JetStream context, borrowed like rl_bus_conn(). Its async-publish

@@ -4,6 +4,7 @@
  * Serves /healthz, /readyz and /metrics on the same port. */
 #include <curl/curl.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -26,7 +27,9 @@ typedef struct {
 } proxy_config_t;
 
 static proxy_config_t cfg;
-static px_publisher_t *publisher; /* set once the bus exists; read by the ack callback */
+/* Set once created, cleared before it is freed; read by the bus's ack
+ * callback on a libnats thread. */
+static _Atomic(px_publisher_t *) publisher;
 
 static const rl_config_option_t options[] = {
     {"RENLAYER_SECRET_KEY", RL_CFG_HEXKEY, NULL, true,
@@ -86,8 +89,9 @@ static void on_ack_failure(rl_bus_t *bus, const rl_bus_nack_t *nack, void *ctx)
 {
     (void)bus;
     (void)ctx;
-    if (publisher)
-        px_publisher_nack(publisher, nack);
+    px_publisher_t *pub = atomic_load(&publisher);
+    if (pub)
+        px_publisher_nack(pub, nack);
 }
 
 static px_cache_t *cache;
@@ -156,9 +160,12 @@ int main(int argc, char **argv)
         .metrics = rl_service_metrics(svc),
     };
     px_engine_t *engine = NULL;
+    px_publisher_t *pub = NULL;
     st = px_cache_create(&co, &cache);
     if (st == RL_OK)
-        st = px_publisher_create(&po, &publisher);
+        st = px_publisher_create(&po, &pub);
+    if (st == RL_OK)
+        atomic_store(&publisher, pub);
     if (st == RL_OK) {
         px_engine_options_t eo = {
             .listen_addr = rl_service_listen_addr(svc),
@@ -177,7 +184,7 @@ int main(int argc, char **argv)
             .hash_key = hash_key,
             .decisions_for_allowed = cfg.decisions && strcmp(cfg.decisions, "all") == 0,
             .cache = cache,
-            .publisher = publisher,
+            .publisher = pub,
             .service = svc,
             .metrics = rl_service_metrics(svc),
         };
@@ -192,15 +199,20 @@ int main(int argc, char **argv)
                (int)(cfg.workers ? cfg.workers : sysconf(_SC_NPROCESSORS_ONLN)));
         rl_service_run(svc);
     }
+    /* Threads that count into the service's metrics stop before
+     * rl_service_stop frees the registry. The publisher's threads stop
+     * first (its queue to the bus or the spool, acks awaited); its spool
+     * stays open while the bus is destroyed, which reports every message
+     * still unacked through on_ack_failure, so those are spooled too. The
+     * cache goes after the readiness monitor, which asks it. */
     px_engine_stop(engine, cfg.drain_ms);
-    px_publisher_destroy(publisher);
-    publisher = NULL;
-    /* the cache's thread counts into the service's metrics: stop it after
-     * the readiness monitor (which asks it) and before the registry goes */
+    px_publisher_stop(pub);
     rl_service_quiesce(svc);
     px_cache_destroy(cache);
     cache = NULL;
     rl_service_stop(svc);
+    atomic_store(&publisher, NULL);
+    px_publisher_destroy(pub);
     curl_global_cleanup();
     return st == RL_OK ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -563,6 +563,7 @@ struct px_publisher {
     size_t q_bytes;
     bool q_sending; /* the sender is publishing a batch it took */
     bool q_stop;
+    bool threads_stopped; /* px_publisher_stop ran (main thread only) */
 
     rl_gauge_t *depth;
     rl_counter_t *dropped, *pub_trace, *pub_decision, *spooled, *replayed;
@@ -1240,25 +1241,33 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
     return RL_OK;
 }
 
-void px_publisher_destroy(px_publisher_t *pub)
+void px_publisher_stop(px_publisher_t *pub)
 {
-    if (!pub)
+    if (!pub || pub->threads_stopped)
         return;
     /* the sender first: what it holds goes to the bus or the spool */
     stop_sender(pub);
-    pthread_cond_destroy(&pub->q_cond);
-    pthread_mutex_destroy(&pub->q_mu);
     pthread_mutex_lock(&pub->mu);
     pub->stop = true;
     pthread_cond_broadcast(&pub->cond);
     pthread_mutex_unlock(&pub->mu);
     pthread_join(pub->thread, NULL);
+    pub->threads_stopped = true;
+}
 
+void px_publisher_destroy(px_publisher_t *pub)
+{
+    if (!pub)
+        return;
+    px_publisher_stop(pub);
+    /* no metric from here on: the registry may be gone already */
     pthread_mutex_lock(&pub->spool_mu);
     px_spool_close(pub->spool);
     pub->spool = NULL;
     pthread_mutex_unlock(&pub->spool_mu);
 
+    pthread_cond_destroy(&pub->q_cond);
+    pthread_mutex_destroy(&pub->q_mu);
     pthread_cond_destroy(&pub->cond);
     pthread_mutex_destroy(&pub->mu);
     pthread_mutex_destroy(&pub->spool_mu);

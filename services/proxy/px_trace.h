@@ -93,12 +93,19 @@ typedef struct {
  * ready) and starts the replay thread. *out set only on success. */
 rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher_t **out);
 
-/* Flushes what it can, stops the thread, closes the spool (what is left
- * stays on disk for the next run). NULL does nothing. Replays for up to 2 s
- * while the bus is ready, then waits up to 10 s for the bus's pending acks so
- * that their failures reach the spool: call it after the engine stopped
- * publishing and before the bus is destroyed; px_publisher_nack must not be
- * called once it returns. */
+/* Flushes what it can and stops the threads: the sender's queue goes to the
+ * bus or the spool; the spool is replayed for up to 2 s while the bus is
+ * ready, then the bus's pending acks are awaited for up to 10 s so that their
+ * failures reach the spool. The spool stays open: px_publisher_nack still
+ * spools what the bus reports afterwards, as rl_bus_destroy does for every
+ * message still unacked, so call this after the engine stopped publishing,
+ * then destroy the bus, then px_publisher_destroy. Idempotent; NULL ok. */
+void px_publisher_stop(px_publisher_t *pub);
+
+/* Stops (if not done), closes the spool (what is left stays on disk for the
+ * next run) and frees. Touches no metric, so it may run after the registry
+ * is gone. px_publisher_nack must not be called once it starts: destroy the
+ * bus first. NULL does nothing. */
 void px_publisher_destroy(px_publisher_t *pub);
 
 /* Publishes the decision of t (before forwarding). Never blocks on NATS.

@@ -361,6 +361,40 @@ describe('dependencies failing', () => {
     }
   });
 
+  test('SIGTERM while NATS hangs: traces awaiting their acks are spooled; a proxy started while it hangs connects once it answers and replays them', async () => {
+    const spoolDir = `${s.spool}/hang`;
+    const p4 = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
+    const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
+    const ids = [];
+    let paused = false;
+    try {
+      await s.nats.pause(); // connected, silent: publishes go out, no ack comes back
+      paused = true;
+      for (let i = 0; i < 10; i++) {
+        const r = await chat(p4, T.agentKey, {}, { 'X-RenLayer-Session': 'hang' });
+        assert.equal(r.status, 200);
+        ids.push(r.headers.get('x-renlayer-trace-id'));
+        await r.arrayBuffer();
+      }
+      await waitFor(async () => (await metric(p4, 'renlayer_proxy_messages_published_total{kind="trace"}')) >= 10,
+        { what: 'the traces handed to the bus' });
+      assert.equal(await p4.stop('SIGTERM', 30000), 0, p4.logText().slice(-3000));
+      // started while NATS still hangs: its first bus connection waits for it
+      const again = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
+      const depth = await metric(again, 'renlayer_proxy_spool_depth');
+      assert.ok(depth >= 1, `the restarted proxy found ${depth} spooled messages`);
+      await s.nats.resume();
+      paused = false;
+      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
+        { timeout: 30000, what: 'every trace after NATS woke up' });
+      await waitFor(async () => (await metric(again, 'renlayer_proxy_spool_depth')) === 0, { what: 'spool replayed' });
+      await again.stop();
+    } finally {
+      if (paused) await s.nats.resume();
+      await traces.close();
+    }
+  });
+
   test('PostgreSQL down: cached agents keep working; a fail-closed tenant gets a clear error', async () => {
     const F = await s.seedTenant('owner@failclosed.test');
     await s.db.query('UPDATE renlayer.tenants SET fail_closed = true WHERE id = $1', [F.tenantId]);

@@ -3,7 +3,7 @@
 // starts what it needs and closes it in an `after` hook, so files run in
 // parallel without sharing state.
 import { spawn, execFile, execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -157,6 +157,13 @@ export async function startNats() {
       await run('bash', [path.join(harnessDir, 'nats.sh'), 'stop', dir]);
       nats.running = false;
       running.delete(stopSync);
+    },
+    /** Freezes the server (SIGSTOP): connections stay open, nothing answers. */
+    async pause() {
+      process.kill(Number(await readFile(path.join(dir, 'nats.pid'), 'utf8')), 'SIGSTOP');
+    },
+    async resume() {
+      process.kill(Number(await readFile(path.join(dir, 'nats.pid'), 'utf8')), 'SIGCONT');
     },
     async close() {
       if (nats.running) await nats.stop();

@@ -306,6 +306,47 @@ static void test_create_while_down_then_up(void **state)
     kvStore_Destroy(kv);
 }
 
+/* libnats 3.4.1, asked to retry a failed first connect in the background,
+ * closes the connection for good when the server accepts the TCP connection
+ * but never answers (a hung server): the bus makes its first connection
+ * itself, retrying, so it comes up once the server answers again. */
+static void test_create_while_hung_then_resumed(void **state)
+{
+    fixture_t *f = *state;
+    rl_bus_options_t o = test_options(f);
+    o.ensure_topology = true;
+    assert_int_equal(rl_test_nats_start(f->nats), RL_OK);
+    assert_int_equal(rl_test_nats_pause(f->nats), RL_OK);
+    int64_t t0 = rl_test_now_ms();
+    rl_bus_t *bus = bus_open(f, &o);
+    assert_true(rl_test_now_ms() - t0 < 1000); /* connecting happens in the background */
+    assert_false(rl_bus_is_connected(bus));
+    assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "id-h", "x", 1),
+                     RL_ERR_UNAVAILABLE);
+    rl_test_sleep_ms(3000); /* past libnats' 2 s connect timeout: the first attempt failed */
+    assert_false(rl_bus_is_connected(bus));
+    assert_int_equal(rl_test_nats_resume(f->nats), RL_OK);
+    assert_true(rl_test_wait_until(pred_ready, bus, WAIT_MS));
+    assert_int_equal(rl_bus_publish_js(bus, "renlayer.traces.t.a", "id-h", "x", 1), RL_OK);
+    assert_true(rl_test_wait_until(pred_no_pending, bus, WAIT_MS));
+    rl_bus_stats_t st;
+    rl_bus_stats(bus, &st);
+    assert_int_equal(st.js_acked, 1);
+}
+
+/* Destroying a bus that never reached its server returns at once (no
+ * connection to wait for) and reports nothing. */
+static void test_destroy_before_any_connection(void **state)
+{
+    fixture_t *f = *state;
+    rl_bus_options_t o = test_options(f);
+    rl_bus_t *bus = bus_open(f, &o); /* the server is not running */
+    int64_t t0 = rl_test_now_ms();
+    bus_close(f, bus);
+    assert_true(rl_test_now_ms() - t0 < 2500);
+    assert_int_equal(recorded(f, &f->nacks), 0);
+}
+
 static void test_ensure_twice_is_noop(void **state)
 {
     fixture_t *f = *state;
@@ -646,6 +687,8 @@ int main(void)
         cmocka_unit_test(test_subject_builders),
         cmocka_unit_test(test_create_rejects_bad_options),
         cmocka_unit_test_setup_teardown(test_create_while_down_then_up, setup_down, teardown),
+        cmocka_unit_test_setup_teardown(test_create_while_hung_then_resumed, setup_down, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_before_any_connection, setup_down, teardown),
         cmocka_unit_test_setup_teardown(test_ensure_twice_is_noop, setup_up, teardown),
         cmocka_unit_test_setup_teardown(test_changed_option_is_applied_by_update, setup_up,
                                         teardown),
