@@ -8,11 +8,11 @@
 
 #define MAX_CODINGS 4 /* "deflate, gzip" is already unusual; more is an attack */
 
-typedef enum { CODING_IDENTITY, CODING_GZIP, CODING_DEFLATE } coding_t;
+typedef enum { CODING_GZIP, CODING_DEFLATE } coding_t;
 
 static const char *coding_name(coding_t c)
 {
-    return c == CODING_GZIP ? "gzip" : c == CODING_DEFLATE ? "deflate" : "identity";
+    return c == CODING_GZIP ? "gzip" : "deflate";
 }
 
 static bool is_space(char c)
@@ -20,11 +20,13 @@ static bool is_space(char c)
     return c == ' ' || c == '\t';
 }
 
-/* Splits the header value into codings, in the order they were applied.
- * RL_ERR_NOT_FOUND for an unknown coding, RL_ERR_INVALID for too many. */
+/* Splits the header value into the codings to undo, in the order they were
+ * applied (identity needs nothing and is left out). RL_ERR_NOT_FOUND for an
+ * unknown coding, RL_ERR_INVALID for more than MAX_CODINGS listed. */
 static rl_status_t parse_codings(const char *value, coding_t *out, size_t *n)
 {
     *n = 0;
+    size_t listed = 0;
     const char *p = value;
     while (*p) {
         while (is_space(*p) || *p == ',')
@@ -38,39 +40,31 @@ static rl_status_t parse_codings(const char *value, coding_t *out, size_t *n)
         while (end > start && is_space(end[-1]))
             end--;
         size_t len = (size_t)(end - start);
-        coding_t c;
-        if ((len == 4 && strncasecmp(start, "gzip", 4) == 0) ||
-            (len == 6 && strncasecmp(start, "x-gzip", 6) == 0))
-            c = CODING_GZIP;
-        else if (len == 7 && strncasecmp(start, "deflate", 7) == 0)
+        bool identity = len == 8 && strncasecmp(start, "identity", 8) == 0;
+        coding_t c = CODING_GZIP;
+        if (len == 7 && strncasecmp(start, "deflate", 7) == 0)
             c = CODING_DEFLATE;
-        else if (len == 8 && strncasecmp(start, "identity", 8) == 0)
-            c = CODING_IDENTITY;
-        else
+        else if (!identity && !(len == 4 && strncasecmp(start, "gzip", 4) == 0) &&
+                 !(len == 6 && strncasecmp(start, "x-gzip", 6) == 0))
             return rl_error(RL_ERR_NOT_FOUND,
                             "Content-Encoding %.*s is not supported (gzip, deflate, identity are)",
                             (int)(len > 40 ? 40 : len), start);
-        if (*n == MAX_CODINGS)
+        if (listed++ == MAX_CODINGS)
             return rl_error(RL_ERR_INVALID, "Content-Encoding lists more than %d codings",
                             MAX_CODINGS);
-        out[(*n)++] = c;
+        if (!identity)
+            out[(*n)++] = c;
     }
     return RL_OK;
 }
 
 bool px_decode_needed(const char *content_encoding)
 {
-    if (content_encoding == NULL)
-        return false;
     coding_t codings[MAX_CODINGS];
     size_t n;
-    if (parse_codings(content_encoding, codings, &n) != RL_OK)
-        return true; /* px_decode_body reports what is wrong with it */
-    for (size_t i = 0; i < n; i++) {
-        if (codings[i] != CODING_IDENTITY)
-            return true;
-    }
-    return false;
+    /* a value that does not parse goes to px_decode_body, which reports it */
+    return content_encoding != NULL &&
+           (parse_codings(content_encoding, codings, &n) != RL_OK || n > 0);
 }
 
 /* RFC 1950's header: compression method 8 and a check value. Without it,
@@ -154,29 +148,22 @@ rl_status_t px_decode_body(const char *content_encoding, const void *in, size_t 
     rl_buf_reset(out);
     if (st != RL_OK)
         return st;
-    /* the last coding applied is undone first; between two, a scratch buffer */
+    /* the last coding applied is undone first, each step into the other of
+     * out and a scratch buffer, so that the step undoing codings[0] writes out */
     rl_buf_t scratch;
     rl_buf_init(&scratch, out->max);
     const unsigned char *src = in;
     size_t srclen = n;
-    size_t undone = 0;
     for (size_t i = ncodings; i-- > 0;) {
-        if (codings[i] == CODING_IDENTITY)
-            continue;
-        /* alternate so that the final result lands in out */
-        size_t remaining = 0;
-        for (size_t j = 0; j < i; j++)
-            remaining += codings[j] != CODING_IDENTITY;
-        rl_buf_t *dst = remaining % 2 == 0 ? out : &scratch;
+        rl_buf_t *dst = i % 2 == 0 ? out : &scratch;
         rl_buf_reset(dst);
         st = inflate_all(codings[i], src, srclen, dst);
         if (st != RL_OK)
             break;
         src = (const unsigned char *)dst->data;
         srclen = dst->len;
-        undone++;
     }
-    if (st == RL_OK && undone == 0 && n > 0 && (st = rl_buf_append(out, in, n)) == RL_ERR_TOO_LARGE)
+    if (st == RL_OK && ncodings == 0 && n > 0 && (st = rl_buf_append(out, in, n)) == RL_ERR_TOO_LARGE)
         st = rl_error(st, "the body exceeds %zu bytes", out->max);
     rl_buf_free(&scratch);
     if (st != RL_OK)
