@@ -312,22 +312,29 @@ describe('bounds and shapes', () => {
 });
 
 describe('dependencies failing', () => {
+  /** n chat calls, each answered 200, spread over the proxies given; their trace ids. */
+  async function tracedChats(proxies, n, session) {
+    const ids = [];
+    for (let i = 0; i < n; i++) {
+      const r = await chat(proxies[i % proxies.length], T.agentKey, {}, { 'X-RenLayer-Session': session });
+      assert.equal(r.status, 200);
+      ids.push(r.headers.get('x-renlayer-trace-id'));
+      await r.arrayBuffer();
+    }
+    return ids;
+  }
+  const allArrived = (traces, ids, what) =>
+    waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)), { timeout: 30000, what });
+
   test('NATS down during traffic: requests succeed, every trace arrives after NATS returns', async () => {
     const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
-    const ids = [];
     try {
       await s.nats.stop();
-      for (let i = 0; i < 40; i++) {
-        const r = await chat(i % 2 ? p1 : p2, T.agentKey, {}, { 'X-RenLayer-Session': 'nats-outage' });
-        assert.equal(r.status, 200);
-        ids.push(r.headers.get('x-renlayer-trace-id'));
-        await r.arrayBuffer();
-      }
+      const ids = await tracedChats([p2, p1], 40, 'nats-outage');
       const depth = (p) => metric(p, 'renlayer_proxy_spool_depth');
       assert.ok((await depth(p1)) + (await depth(p2)) > 0, 'traces wait in the spools');
       await s.nats.start();
-      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
-        { timeout: 30000, what: 'every trace after NATS returned' });
+      await allArrived(traces, ids, 'every trace after NATS returned');
       await waitFor(async () => (await depth(p1)) + (await depth(p2)) === 0, { what: 'spools drained' });
     } finally {
       await traces.close();
@@ -338,22 +345,15 @@ describe('dependencies failing', () => {
     const spoolDir = `${s.spool}/restart`;
     const p3 = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
     const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
-    const ids = [];
     try {
       await s.nats.stop();
-      for (let i = 0; i < 10; i++) {
-        const r = await chat(p3, T.agentKey, {}, { 'X-RenLayer-Session': 'restart' });
-        assert.equal(r.status, 200);
-        ids.push(r.headers.get('x-renlayer-trace-id'));
-        await r.arrayBuffer();
-      }
+      const ids = await tracedChats([p3], 10, 'restart');
       assert.equal(await p3.stop('SIGTERM'), 0);
       const again = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
       const depth = await metric(again, 'renlayer_proxy_spool_depth');
       assert.ok(depth >= 10, `the restarted proxy found ${depth} spooled messages`);
       await s.nats.start();
-      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
-        { timeout: 30000, what: 'the spooled traces after the restart' });
+      await allArrived(traces, ids, 'the spooled traces after the restart');
       await again.stop();
     } finally {
       if (!s.nats.running) await s.nats.start();
@@ -365,17 +365,11 @@ describe('dependencies failing', () => {
     const spoolDir = `${s.spool}/hang`;
     const p4 = await s.startProxy({ RENLAYER_SPOOL_DIR: spoolDir });
     const traces = await watchStream(s.nats.url, 'RENLAYER_TRACES', [`renlayer.traces.${T.tenantId}.>`]);
-    const ids = [];
     let paused = false;
     try {
       await s.nats.pause(); // connected, silent: publishes go out, no ack comes back
       paused = true;
-      for (let i = 0; i < 10; i++) {
-        const r = await chat(p4, T.agentKey, {}, { 'X-RenLayer-Session': 'hang' });
-        assert.equal(r.status, 200);
-        ids.push(r.headers.get('x-renlayer-trace-id'));
-        await r.arrayBuffer();
-      }
+      const ids = await tracedChats([p4], 10, 'hang');
       await waitFor(async () => (await metric(p4, 'renlayer_proxy_messages_published_total{kind="trace"}')) >= 10,
         { what: 'the traces handed to the bus' });
       assert.equal(await p4.stop('SIGTERM', 30000), 0, p4.logText().slice(-3000));
@@ -385,8 +379,7 @@ describe('dependencies failing', () => {
       assert.ok(depth >= 1, `the restarted proxy found ${depth} spooled messages`);
       await s.nats.resume();
       paused = false;
-      await waitFor(() => ids.every((id) => traces.messages.some((m) => m.data?.trace_id === id)),
-        { timeout: 30000, what: 'every trace after NATS woke up' });
+      await allArrived(traces, ids, 'every trace after NATS woke up');
       await waitFor(async () => (await metric(again, 'renlayer_proxy_spool_depth')) === 0, { what: 'spool replayed' });
       await again.stop();
     } finally {

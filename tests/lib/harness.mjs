@@ -139,6 +139,7 @@ export async function startNats() {
   const dir = await tempDir('nats');
   const port = await freePort();
   const stopSync = () => execFileSync('bash', [path.join(harnessDir, 'nats.sh'), 'stop', dir]);
+  const signal = async (sig) => process.kill(Number(await readFile(path.join(dir, 'nats.pid'), 'utf8')), sig);
   const nats = {
     dir,
     port,
@@ -159,12 +160,8 @@ export async function startNats() {
       running.delete(stopSync);
     },
     /** Freezes the server (SIGSTOP): connections stay open, nothing answers. */
-    async pause() {
-      process.kill(Number(await readFile(path.join(dir, 'nats.pid'), 'utf8')), 'SIGSTOP');
-    },
-    async resume() {
-      process.kill(Number(await readFile(path.join(dir, 'nats.pid'), 'utf8')), 'SIGCONT');
-    },
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
     async close() {
       if (nats.running) await nats.stop();
       await rm(dir, { recursive: true, force: true });

@@ -36,6 +36,16 @@ static unsigned char *encode(const void *in, size_t n, int window_bits, size_t *
     return out;
 }
 
+/* a followed by b, in a new buffer */
+static unsigned char *concat(const void *a, size_t an, const void *b, size_t bn)
+{
+    unsigned char *out = malloc(an + bn);
+    assert_non_null(out);
+    memcpy(out, a, an);
+    memcpy(out + an, b, bn);
+    return out;
+}
+
 static void expect_decoded(const char *coding, const void *in, size_t n, const char *want)
 {
     rl_buf_t out;
@@ -92,10 +102,7 @@ static void test_gzip_members_are_concatenated(void **state)
     size_t n1, n2;
     unsigned char *a = encode("{\"a\":", 5, 31, &n1);
     unsigned char *b = encode("1}", 2, 31, &n2);
-    unsigned char *both = malloc(n1 + n2);
-    assert_non_null(both);
-    memcpy(both, a, n1);
-    memcpy(both + n1, b, n2);
+    unsigned char *both = concat(a, n1, b, n2);
     expect_decoded("gzip", both, n1 + n2, "{\"a\":1}");
     free(a);
     free(b);
@@ -151,20 +158,14 @@ static void test_corrupt_truncated_trailing(void **state)
     gz[n - 1] ^= 0xff; /* the length in the trailer */
     expect_error("gzip", gz, n, 1 << 20, RL_ERR_INVALID, "gzip");
     free(gz);
+    /* a stream followed by bytes that are no stream (for gzip: no member) */
     unsigned char *z = encode(TEXT, strlen(TEXT), 15, &n);
-    unsigned char *plus = malloc(n + 3);
-    assert_non_null(plus);
-    memcpy(plus, z, n);
-    memcpy(plus + n, "abc", 3);
+    unsigned char *plus = concat(z, n, "abc", 3);
     expect_error("deflate", plus, n + 3, 1 << 20, RL_ERR_INVALID, "after the end");
     free(z);
     free(plus);
-    /* a gzip member followed by bytes that are no member */
     z = encode(TEXT, strlen(TEXT), 31, &n);
-    plus = malloc(n + 3);
-    assert_non_null(plus);
-    memcpy(plus, z, n);
-    memcpy(plus + n, "abc", 3);
+    plus = concat(z, n, "abc", 3);
     expect_error("gzip", plus, n + 3, 1 << 20, RL_ERR_INVALID, "gzip");
     free(z);
     free(plus);
