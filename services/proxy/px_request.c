@@ -340,6 +340,18 @@ static bool read_context(px_request_t *req)
     return true;
 }
 
+/* Answers a request whose body could not be read (decoded, parsed, prepared):
+ * 400 for a body that is not what it says, 413 past a limit, 500 otherwise. */
+static void respond_body_error(px_request_t *req, rl_status_t st, const char *msg)
+{
+    if (st == RL_ERR_INVALID)
+        px_request_respond_error(req, 400, "invalid_request", msg);
+    else if (st == RL_ERR_TOO_LARGE)
+        px_request_respond_error(req, 413, "request_too_large", msg);
+    else
+        px_request_respond_error(req, 500, "internal_error", msg);
+}
+
 /* A body the agent compressed is decoded before anything reads it (px_decode.h):
  * the upstream gets the decoded body, without Content-Encoding. */
 static bool decode_body(px_request_t *req)
@@ -361,12 +373,8 @@ static bool decode_body(px_request_t *req)
            "content_encoding", encoding, "detail", rl_error_last());
     if (st == RL_ERR_NOT_FOUND)
         px_request_respond_error(req, 415, "unsupported_content_encoding", msg);
-    else if (st == RL_ERR_TOO_LARGE)
-        px_request_respond_error(req, 413, "request_too_large", msg);
-    else if (st == RL_ERR_INVALID)
-        px_request_respond_error(req, 400, "invalid_request", msg);
     else
-        px_request_respond_error(req, 500, "internal_error", msg);
+        respond_body_error(req, st, msg);
     return false;
 }
 
@@ -377,19 +385,13 @@ static bool classify(px_request_t *req)
                                          req->gate->kind, &req->info, &req->rewritten);
     snprintf(req->mcp_id, sizeof req->mcp_id, "%s", req->info.mcp_id);
     req->prepared_for = req->gate;
-    if (st == RL_ERR_INVALID) {
-        char msg[300];
+    if (st == RL_OK)
+        return true;
+    char msg[300] = "The request could not be prepared for the upstream.";
+    if (st == RL_ERR_INVALID)
         snprintf(msg, sizeof msg, "The request body is not valid: %.200s", rl_error_message());
-        px_request_respond_error(req, 400, "invalid_request", msg);
-        return false;
-    }
-    if (st != RL_OK) {
-        px_request_respond_error(req, st == RL_ERR_TOO_LARGE ? 413 : 500,
-                                 st == RL_ERR_TOO_LARGE ? "request_too_large" : "internal_error",
-                                 "The request could not be prepared for the upstream.");
-        return false;
-    }
-    return true;
+    respond_body_error(req, st, msg);
+    return false;
 }
 
 /* Builds the attempt chain from the gate's strategy. */
