@@ -18,7 +18,8 @@ secs=${FUZZ_SECONDS:-20}
 work=$dir/fuzz-work
 mkdir -p "$work"
 declare -A ci_runs=([dlp]=30000 [policy]=400000 [policy_glob]=1000000 [request]=500000
-  [response]=250000 [stream_guard]=40000 [decode]=800000 [trace]=120000 [trace_writer]=100000)
+  [response]=250000 [stream_guard]=40000 [request_guard]=80000 [decode]=800000 [trace]=120000
+  [trace_writer]=100000)
 
 # The DLP fuzzer's input is [engine][chunk seed][text]: one seed per corpus text.
 mkdir -p "$work/seeds-dlp"

@@ -233,11 +233,17 @@ static bool forward_redacted(px_request_t *req, const rl_dlp_findings_t *f)
     return replace_body(req, &red);
 }
 
-/* Whether s holds a \u00XX escape of a printable ASCII character other than
- * '"' and '\\' (which need one): JSON that spells text that way ("\u0041KIA")
- * hides it from the detectors, which read bytes. */
+/* Whether s holds an escape of a printable ASCII character other than '"'
+ * and '\\' (which need one): \u00XX ("\u0041KIA") or JSON's escaped solidus
+ * ("\/", which some encoders write for every '/'). JSON that spells text that
+ * way hides it from the detectors, which read bytes, while whoever decodes it
+ * reads the value: "wJalr\/K7MD..." is an AWS secret to the upstream. An
+ * escaped backslash before '/' or 'u' ("\\/") may answer yes: the body is then
+ * re-encoded for nothing, which changes no value. */
 static bool escapes_plain_ascii(const char *s, size_t n)
 {
+    if (memmem(s, n, "\\/", 2) != NULL)
+        return true;
     const char *end = s + n;
     for (const char *p = s; (p = memmem(p, (size_t)(end - p), "\\u00", 4)) != NULL; p++) {
         uint8_t c;
@@ -259,7 +265,7 @@ static bool plain_json(const char *s, size_t n, rl_buf_t *out)
 {
     if (!escapes_plain_ascii(s, n))
         return false;
-    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, NULL);
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(v);
     bool ok = text && rl_buf_append_str(out, text) == RL_OK;
@@ -501,13 +507,21 @@ static void guard_feed_text(px_request_t *req, px_stream_guard_t *g, const char 
 /* Scans a complete piece of a stream on its own (an event without a text
  * delta, or bytes passed unparsed). Its findings go to the trace and to the
  * stream's verdict; when one redacts, *changed is set and red holds the piece
- * redacted (a piece that cannot be redacted fails the stream: it is cut). */
+ * redacted (a piece that cannot be redacted fails the stream: it is cut).
+ * JSON that escapes plain ASCII is scanned in its plain form, which is what
+ * red then holds; without a redaction the piece passes as sent. */
 static void oneshot(px_stream_guard_t *g, const char *data, size_t len, rl_buf_t *red,
                     bool *changed)
 {
     px_request_t *req = g->req;
     if (g->failed)
         return;
+    rl_buf_t plain;
+    rl_buf_init(&plain, red->max);
+    if (plain_json(data, len, &plain)) {
+        data = plain.data;
+        len = plain.len;
+    }
     rl_dlp_findings_reset(&g->fresh);
     rl_status_t st = rl_dlp_scan(req->agent->tenant->dlp, RL_DLP_SCOPE_RESPONSE, data, len,
                                  scratch(req->worker), &g->fresh);
@@ -534,6 +548,7 @@ static void oneshot(px_stream_guard_t *g, const char *data, size_t len, rl_buf_t
             g->failed = true;
         }
     }
+    rl_buf_free(&plain);
 }
 
 /* Bytes the framer passed on unparsed (an event past its bound, as it

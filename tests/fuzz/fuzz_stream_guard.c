@@ -191,9 +191,16 @@ static bool on_read(void *ctx, const px_sse_event_t *ev)
         }
     }
     if (r->e && !delta && ev->data && ev->data_len > 0) {
+        /* as a client reads it: JSON with its escapes of plain ASCII decoded */
+        static rl_buf_t read = {.max = 64u << 20};
+        rl_buf_reset(&read);
+        if (r->last)
+            fuzz_unescape_ascii(ev->data, ev->data_len, &read);
+        else
+            rl_buf_append(&read, ev->data, ev->data_len);
         rl_dlp_findings_t f;
         rl_dlp_findings_init(&f, 64);
-        FUZZ_CHECK(rl_dlp_scan(r->e, RL_DLP_SCOPE_RESPONSE, ev->data, ev->data_len, scratch, &f) ==
+        FUZZ_CHECK(rl_dlp_scan(r->e, RL_DLP_SCOPE_RESPONSE, read.data, read.len, scratch, &f) ==
                        RL_OK,
                    "scan");
         r->last_lone_hit = f.len > 0;

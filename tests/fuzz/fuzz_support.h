@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rl_buf.h"
+#include "rl_crypto.h"
+#include "rl_status.h"
+
 #define FUZZ_CHECK(cond, ...)                                                                      \
     do {                                                                                           \
         if (!(cond)) {                                                                             \
@@ -86,6 +90,31 @@ static inline size_t fuzz_chunk(fuzz_chunks_t *c, size_t left)
     c->state ^= c->state << 5;
     size_t len = 1 + c->state % c->max;
     return len < left ? len : left;
+}
+
+/* Appends s[0..n) with the escapes of printable ASCII that a byte scanner
+ * would miss decoded ("\/" and "\u00XX" but for '"' and '\'), every other
+ * escape kept: the text a JSON reader reads, in the same layout. */
+static inline void fuzz_unescape_ascii(const char *s, size_t n, rl_buf_t *out)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c;
+        size_t one;
+        if (s[i] == '\\' && i + 1 < n && s[i + 1] == '/') {
+            rl_buf_append(out, "/", 1);
+            i += 2;
+        } else if (s[i] == '\\' && i + 5 < n && s[i + 1] == 'u' && s[i + 2] == '0' &&
+                   s[i + 3] == '0' && rl_hex_decode(s + i + 4, 2, &c, 1, &one) == RL_OK &&
+                   c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+            rl_buf_append(out, (const char *)&c, 1);
+            i += 6;
+        } else {
+            size_t k = s[i] == '\\' && i + 1 < n ? 2 : 1; /* an escape kept whole */
+            rl_buf_append(out, s + i, k);
+            i += k;
+        }
+        rl_error_clear();
+    }
 }
 
 #endif

@@ -49,6 +49,8 @@ before(async () => {
   T = await s.seedTenant('owner@policies.test');
   const g = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, { name: 'anth', kind: 'anthropic', upstream_url: s.mock.url });
   assert.equal(g.status, 201, JSON.stringify(g.body));
+  const m = await s.api('POST', `/v1/agents/${T.agentId}/gates`, T.ownerToken, { name: 'tools', kind: 'mcp', upstream_url: s.mock.url });
+  assert.equal(m.status, 201, JSON.stringify(m.body));
   const r = await s.db.query(
     `INSERT INTO renlayer.policy_sets (id, tenant_id, name, is_tenant_default)
      VALUES (gen_random_uuid(), $1, 'default', true) RETURNING id::text`, [T.tenantId]);
@@ -250,6 +252,51 @@ describe('DLP', () => {
     const ob = await o.json();
     assert.equal(ob.error.code, 'dlp_blocked');
     assert.ok(!JSON.stringify(ob).includes(AWS_KEY_ID));
+  });
+
+  test('a "/" written as "\\/" hides nothing: in a prompt, a whole response and an MCP result event', async () => {
+    const SLASHED = 'q7Rz2LkP9vXw4N/T1mYc8HdJ3sFg6Qe0Ua5V/+Ko'; // an AWS secret with slashes
+    assert.equal(SLASHED.length, 40);
+    const escaped = SLASHED.replaceAll('/', '\\/');
+    s.mock.reset();
+    const r = await fetch(`${p.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json' },
+      body: `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"aws_secret_access_key = ${escaped}"}]}`,
+    });
+    assert.equal(r.status, 403);
+    const rb = await r.json();
+    assert.equal(rb.renlayer.status, 'DLP_BLOCKED');
+    assert.match(rb.error.message, /AWS_SECRET_KEY/);
+    assert.equal(s.mock.received().length, 0, 'nothing forwarded');
+    const t = await traces.find((x) => x.trace_id === r.headers.get('x-renlayer-trace-id'), 'blocked trace');
+    assert.ok(!JSON.stringify(t).includes(SLASHED) && !JSON.stringify(t).includes(escaped), 'the secret is not in the trace');
+
+    // a provider whose encoder escapes every '/' (PHP's json_encode)
+    const o = await chat({}, { 'x-mock-text': `aws_secret_access_key = ${SLASHED}`, 'x-mock-escape-slashes': '1' });
+    assert.equal(o.status, 403);
+    const ob = await o.text();
+    assert.match(ob, /dlp_blocked/);
+    assert.ok(!ob.includes(SLASHED) && !ob.includes(escaped), ob);
+
+    // an MCP server answering tools/call as an SSE event: no delta, scanned as one piece
+    const call = (extra) => fetch(`${p.url}/gates/tools/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...extra },
+      body: '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"~/.aws/credentials"}}}',
+    });
+    const ok = await call({ 'x-mock-text': 'see https://example.com/docs/a/b', 'x-mock-escape-slashes': '1' });
+    assert.equal(ok.status, 200);
+    const okText = await ok.text();
+    assert.ok(okText.includes('https:\\/\\/example.com\\/docs'), `an event without findings passes as sent: ${okText}`);
+    const mc = await call({ 'x-mock-text': `aws_secret_access_key = ${SLASHED}`, 'x-mock-escape-slashes': '1' });
+    assert.equal(mc.status, 200, 'a stream: the status is already sent');
+    const mt = await mc.text();
+    assert.ok(!mt.includes(SLASHED) && !mt.includes(escaped), mt);
+    assert.match(mt, /"code":"dlp_blocked"/);
+    const mtr = await traces.find((x) => x.trace_id === mc.headers.get('x-renlayer-trace-id'), 'mcp trace');
+    assert.equal(mtr.status, 'DLP_BLOCKED');
+    assert.ok(mtr.dlp_findings.some((f) => f.detector === 'AWS_SECRET_KEY' && f.where === 'response'));
   });
 
   test('a compressed request body is decoded before the scan and forwarded decoded; what cannot be decoded is refused', async () => {
