@@ -13,6 +13,7 @@
 #include "rl_dlp.h"
 #include "rl_json.h"
 #include "rl_policy.h"
+#include "rl_query.h"
 
 #define MAX_REORDER 10000
 #define MAX_EVAL_LIST 256
@@ -593,10 +594,69 @@ static rl_status_t pick_set(rl_pg_t *pg, const char *tenant_id, const json_t *bo
     return st;
 }
 
+/* Appends to ids the detectors that find something in text[0..n) (each
+ * once). A scan past a custom rule's match limit gives what it found. */
+static rl_status_t add_detectors(const rl_dlp_engine_t *e, const char *text, size_t n, json_t *ids)
+{
+    rl_dlp_findings_t f;
+    rl_dlp_findings_init(&f, 1000);
+    rl_status_t st = rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, text, n, NULL, &f);
+    if (st == RL_OK || st == RL_ERR_TIMEOUT) {
+        rl_error_clear();
+        st = RL_OK;
+        for (size_t i = 0; i < f.len; i++) {
+            bool seen = false;
+            size_t j;
+            json_t *v;
+            json_array_foreach(ids, j, v) seen =
+                seen || strcmp(json_string_value(v), f.items[i].detector) == 0;
+            if (!seen)
+                json_array_append_new(ids, json_string(f.items[i].detector));
+        }
+    }
+    rl_dlp_findings_free(&f);
+    return st;
+}
+
+/* The ids of the detectors that find something in the sample's body and in
+ * its query string (decoded, as the proxy scans them), with the tenant's
+ * rules. */
+static rl_status_t sample_detectors(rl_pg_t *pg, const char *tenant_id, const json_t *sample,
+                                    const char *query, json_t **out)
+{
+    rl_dlp_engine_t *e = NULL;
+    rl_status_t st = api_dlp_engine_for_tenant(pg, tenant_id, &e);
+    json_t *ids = json_array();
+    if (st == RL_OK && ids == NULL)
+        st = rl_error(RL_ERR_NOMEM, "evaluate");
+    if (st == RL_OK && sample) {
+        char *text = json_is_string(sample) ? strdup(json_string_value(sample))
+                                            : json_dumps(sample, JSON_COMPACT);
+        st = text ? add_detectors(e, text, strlen(text), ids) : rl_error(RL_ERR_NOMEM, "evaluate");
+        free(text);
+    }
+    if (st == RL_OK && query) {
+        rl_buf_t text;
+        rl_buf_init(&text, strlen(query) + 1);
+        st = rl_query_decode(query, strlen(query), &text, NULL, NULL);
+        if (st == RL_OK)
+            st = add_detectors(e, text.data ? text.data : "", text.len, ids);
+        rl_buf_free(&text);
+    }
+    rl_dlp_engine_release(e);
+    if (st != RL_OK) {
+        json_decref(ids);
+        return st;
+    }
+    *out = ids;
+    return RL_OK;
+}
+
 /* Turns the evaluate body into rl_policy_input_from_json's object: drops
- * policy_set_id and body; a JSON body gives the model when none is named, and
- * the ids of the DLP detectors that find something in it (the tenant's
- * rules, as the proxy scans a request) when dlp_detectors is absent. */
+ * policy_set_id and body; a JSON body gives the model when none is named; a
+ * path's query string is cut off (policies test the path alone, as in the
+ * proxy); and when dlp_detectors is absent, the ids of the DLP detectors that
+ * find something in the body or the query fill it. */
 static rl_status_t engine_input(rl_pg_t *pg, const char *tenant_id, const json_t *body,
                                 json_t **out)
 {
@@ -606,40 +666,30 @@ static rl_status_t engine_input(rl_pg_t *pg, const char *tenant_id, const json_t
     json_t *sample = json_incref(json_object_get(in, "body"));
     json_object_del(in, "body");
     json_object_del(in, "policy_set_id");
-    rl_status_t st = RL_OK;
-    if (sample && !json_is_null(sample)) {
-        json_t *model = json_object_get(sample, "model");
-        if (json_is_string(model) && !json_object_get(in, "model"))
-            json_object_set(in, "model", model);
-        if (!json_object_get(in, "dlp_detectors")) {
-            char *text = json_is_string(sample) ? strdup(json_string_value(sample))
-                                                : json_dumps(sample, JSON_COMPACT);
-            rl_dlp_engine_t *e = NULL;
-            rl_dlp_findings_t f;
-            rl_dlp_findings_init(&f, 1000);
-            st = text ? api_dlp_engine_for_tenant(pg, tenant_id, &e)
-                      : rl_error(RL_ERR_NOMEM, "evaluate");
-            if (st == RL_OK)
-                st = rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, text, strlen(text), NULL, &f);
-            if (st == RL_OK || st == RL_ERR_TIMEOUT) {
-                json_t *ids = json_array();
-                for (size_t i = 0; i < f.len; i++) {
-                    bool seen = false;
-                    size_t j;
-                    json_t *v;
-                    json_array_foreach(ids, j, v) seen =
-                        seen || strcmp(json_string_value(v), f.items[i].detector) == 0;
-                    if (!seen)
-                        json_array_append_new(ids, json_string(f.items[i].detector));
-                }
-                json_object_set_new(in, "dlp_detectors", ids);
-                st = RL_OK;
-            }
-            rl_dlp_findings_free(&f);
-            rl_dlp_engine_release(e);
-            free(text);
-        }
+    if (json_is_null(sample)) {
+        json_decref(sample);
+        sample = NULL;
     }
+    rl_status_t st = RL_OK;
+    char *query = NULL;
+    const char *path = json_string_value(json_object_get(in, "path"));
+    const char *qmark = path ? strchr(path, '?') : NULL;
+    if (qmark) {
+        query = strdup(qmark + 1);
+        if (query == NULL ||
+            json_object_set_new(in, "path", json_stringn(path, (size_t)(qmark - path))) != 0)
+            st = rl_error(RL_ERR_NOMEM, "evaluate");
+    }
+    json_t *model = json_object_get(sample, "model");
+    if (json_is_string(model) && !json_object_get(in, "model"))
+        json_object_set(in, "model", model);
+    if (st == RL_OK && (sample || (query && query[0])) && !json_object_get(in, "dlp_detectors")) {
+        json_t *ids = NULL;
+        st = sample_detectors(pg, tenant_id, sample, query && query[0] ? query : NULL, &ids);
+        if (st == RL_OK)
+            json_object_set_new(in, "dlp_detectors", ids);
+    }
+    free(query);
     json_decref(sample);
     if (st != RL_OK) {
         json_decref(in);

@@ -29,6 +29,7 @@
 #include "rl_crypto.h"
 #include "rl_log.h"
 #include "rl_policy.h"
+#include "rl_query.h"
 
 #define FINDINGS_MAX 256           /* findings kept per scan */
 #define STREAM_HELD_MAX (4u << 20) /* bytes a stream guard may hold back */
@@ -282,6 +283,93 @@ static void deny(px_request_t *req, const char *status, const char *code, const 
     px_request_respond_error(req, 403, code, message);
 }
 
+/* The query string's findings (offsets into its decoded text, rl_query),
+ * its pairs, and whether it was scanned. */
+typedef struct {
+    rl_buf_t text;
+    rl_query_pair_t *pairs;
+    size_t npairs;
+    rl_dlp_findings_t found;
+    bool scanned;
+} query_scan_t;
+
+/* Scans the request's query string decoded: every form encoder writes '@' as
+ * %40 and '/' as %2F, so its raw bytes hide e-mails and keys. */
+static void scan_query(px_request_t *req, query_scan_t *q)
+{
+    size_t n = req->query ? strlen(req->query) : 0;
+    rl_buf_init(&q->text, n + 1); /* decoding never grows it */
+    rl_dlp_findings_init(&q->found, FINDINGS_MAX);
+    q->pairs = NULL;
+    q->npairs = 0;
+    q->scanned = true;
+    if (n == 0 || !engine_active(req->agent->tenant->dlp))
+        return;
+    rl_status_t st = rl_query_decode(req->query, n, &q->text, &q->pairs, &q->npairs);
+    if (st == RL_OK)
+        st = rl_dlp_scan(req->agent->tenant->dlp, RL_DLP_SCOPE_REQUEST, q->text.data, q->text.len,
+                         scratch(req->worker), &q->found);
+    if (st != RL_OK) {
+        q->scanned = false;
+        rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+        rl_error_clear();
+    }
+    for (size_t i = 0; i < q->found.len; i++)
+        add_finding(req, &q->found.items[i], "request");
+}
+
+static void query_scan_free(query_scan_t *q)
+{
+    rl_buf_free(&q->text);
+    free(q->pairs);
+    rl_dlp_findings_free(&q->found);
+}
+
+/* Forwards the query with the pairs its redact findings touch rewritten.
+ * False when that is not possible. */
+static bool forward_redacted_query(px_request_t *req, const query_scan_t *q)
+{
+    size_t n = strlen(req->query);
+    rl_buf_t out;
+    rl_buf_init(&out, n + 64 * (q->npairs + 1));
+    if (rl_query_redact(req->query, n, q->pairs, q->npairs, &q->found, &out) != RL_OK) {
+        rl_error_clear();
+        rl_buf_free(&out);
+        return false;
+    }
+    free(req->query_owned);
+    req->query_owned = rl_buf_take(&out, NULL);
+    rl_buf_free(&out);
+    req->query = req->query_owned ? req->query_owned : "";
+    return true;
+}
+
+/* body's and query's findings in one list, for the verdict, the messages
+ * and the policies' dlp condition (offsets are not used there). Owned by
+ * out unless it is body itself. */
+static const rl_dlp_findings_t *
+both_findings(const rl_dlp_findings_t *body, const rl_dlp_findings_t *query, rl_dlp_findings_t *out)
+{
+    if (query->len == 0 && query->dropped == 0)
+        return body;
+    rl_dlp_findings_init(out, body->max + query->max);
+    out->items = malloc((body->len + query->len + 1) * sizeof *out->items);
+    if (out->items == NULL) { /* out of memory: counted as dropped, which blocks */
+        out->dropped = body->len + body->dropped + query->len + query->dropped;
+        out->dropped_verdict = RL_DLP_BLOCKED;
+        return out;
+    }
+    if (body->len)
+        memcpy(out->items, body->items, body->len * sizeof *out->items);
+    if (query->len)
+        memcpy(out->items + body->len, query->items, query->len * sizeof *out->items);
+    out->len = out->cap = body->len + query->len;
+    out->dropped = body->dropped + query->dropped;
+    out->dropped_verdict = body->dropped_verdict > query->dropped_verdict ? body->dropped_verdict
+                                                                          : query->dropped_verdict;
+    return out;
+}
+
 bool px_guard_request(px_request_t *req)
 {
     const px_tenant_t *tenant = req->agent->tenant;
@@ -314,10 +402,15 @@ bool px_guard_request(px_request_t *req)
         req->trace_req_redacted = true;
         redact_all(req->body.data, req->body.len, &f, &req->trace_req);
     }
-    rl_dlp_verdict_t verdict = rl_dlp_verdict(&f);
+    query_scan_t q;
+    scan_query(req, &q);
+    scanned = scanned && q.scanned;
+    rl_dlp_findings_t merged;
+    const rl_dlp_findings_t *all = both_findings(&f, &q.found, &merged);
+    rl_dlp_verdict_t verdict = rl_dlp_verdict(all);
 
     rl_policy_result_t pr;
-    evaluate_policies(req, &f, &pr);
+    evaluate_policies(req, all, &pr);
     if (pr.matched || pr.error)
         req->policy_id = pr.policy_id && pr.policy_id[0] ? pr.policy_id : NULL;
 
@@ -339,7 +432,7 @@ bool px_guard_request(px_request_t *req)
         ok = false;
     } else if (verdict == RL_DLP_BLOCKED || (!scanned && tenant->fail_closed)) {
         char dets[300];
-        detector_list(&f, true, dets, sizeof dets);
+        detector_list(all, true, dets, sizeof dets);
         if (dets[0])
             snprintf(msg, sizeof msg,
                      "Request blocked by RenLayer DLP: sensitive data detected "
@@ -351,7 +444,8 @@ bool px_guard_request(px_request_t *req)
                      "be scanned.");
         deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked", msg);
         ok = false;
-    } else if (any_redact(&f) && !forward_redacted(req, &f)) {
+    } else if ((any_redact(&f) && !forward_redacted(req, &f)) ||
+               (any_redact(&q.found) && !forward_redacted_query(req, &q))) {
         deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
              "Request blocked by RenLayer DLP: sensitive data could not be redacted.");
         ok = false;
@@ -362,13 +456,16 @@ bool px_guard_request(px_request_t *req)
     } else if (verdict == RL_DLP_WARNED) {
         req->status = PX_STATUS_DLP_WARNED;
         char dets[200];
-        detector_list(&f, false, dets, sizeof dets);
+        detector_list(all, false, dets, sizeof dets);
         snprintf(req->reason, sizeof req->reason, "sensitive data detected (%s)", dets);
     } else {
         req->status = PX_STATUS_ALLOWED;
     }
     if (ok)
         count(req, req->status);
+    if (all == &merged)
+        rl_dlp_findings_free(&merged);
+    query_scan_free(&q);
     rl_dlp_findings_free(&f);
     return ok;
 }

@@ -110,7 +110,8 @@ struct px_request {
     char method[16];
     char *uri;               /* owned: the raw request target, path and query */
     const char *path;        /* into uri: the path forwarded (after a /gates/<name> prefix) */
-    const char *query;       /* into uri: "?..." or "" */
+    const char *query;       /* into uri (or query_owned): what follows '?', or "" */
+    char *query_owned;       /* owned: the query with DLP's redactions, when it has some */
     rl_buf_t body;
     bool body_too_large;
     int64_t t_arrive_us;     /* monotonic */

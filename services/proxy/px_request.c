@@ -125,6 +125,7 @@ void px_request_free(px_request_t *req)
     w->in_flight--;
     rl_gauge_add(w->engine->m.in_flight, -1);
     free(req->uri);
+    free(req->query_owned);
     if (pooled) {
         req->next_free = w->free_requests;
         w->free_requests = req;

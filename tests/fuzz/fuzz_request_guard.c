@@ -4,7 +4,7 @@
  * instead of sent (the link wraps px_request_respond_error,
  * px_request_publish_decision and MHD's header lookup).
  *
- * Input: [engine][endpoint][policy set][flags][header value][body...];
+ * Input: [engine][endpoint][policy set][flags][header value][query][body...];
  * engines: the built-ins as shipped, every built-in blocking, every built-in
  * redacting, and one with a custom rule that backtracks past its match limit.
  * Properties: a request is either passed on (ALLOWED, FLAGGED, DLP_WARNED;
@@ -13,7 +13,8 @@
  * closed; what goes upstream holds no value that
  * blocks or redacts, read as the upstream reads it (JSON escapes such as
  * "\/" and "\u0041" decoded); what goes to the trace holds no detected value
- * at all, nor do the reason and the message; and a body with '/' written
+ * at all, nor do the reason and the message; a query string's values are
+ * held to the same, decoded as a form reader decodes them; and a body with '/' written
  * "\/" gets the same verdict as the body itself. */
 #include <jansson.h>
 #include <microhttpd.h>
@@ -26,6 +27,7 @@
 #include "px_protocol.h"
 #include "rl_dlp.h"
 #include "rl_policy.h"
+#include "rl_query.h"
 
 /* ---- what the guard would have sent --------------------------------------------------- */
 
@@ -177,6 +179,14 @@ static bool only_where_found(const rl_buf_t *text, const rl_dlp_findings_t *f, c
 
 /* ---- the properties of one request --------------------------------------------------------- */
 
+/* What one input sets up around its body. */
+typedef struct {
+    int engine, set;
+    const endpoint_t *ep;
+    bool fail_closed, pin;
+    const char *query; /* the URL's query string, "" when none */
+} case_t;
+
 typedef struct {
     bool prepared, ok;
     const char *status;
@@ -198,9 +208,43 @@ static void no_finding(rl_dlp_engine_t *e, const char *what, const char *text)
     rl_dlp_findings_free(&f);
 }
 
-static void check_request(rl_dlp_engine_t *e, bool fail_closed, const char *client_body,
+/* The query's findings, decoded as the guard decodes it: no value that blocks
+ * or redacts may reach the upstream's decoding of the forwarded query. */
+static void check_query(rl_dlp_engine_t *e, const case_t *c, const px_request_t *req,
+                        const outcome_t *o)
+{
+    static rl_buf_t text = {.max = 1u << 20}, fwd = {.max = 1u << 20};
+    FUZZ_CHECK(rl_query_decode(c->query, strlen(c->query), &text, NULL, NULL) == RL_OK, "decode");
+    rl_dlp_findings_t f;
+    rl_dlp_findings_init(&f, 256);
+    rl_status_t st =
+        rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, text.data ? text.data : "", text.len, scratch, &f);
+    rl_error_clear();
+    if (st != RL_OK && c->fail_closed)
+        FUZZ_CHECK(!o->ok, "the query's scan failed, yet a fail-closed tenant passed it on");
+    if (st == RL_OK && o->ok) {
+        FUZZ_CHECK(rl_query_decode(req->query, strlen(req->query), &fwd, NULL, NULL) == RL_OK,
+                   "decode the forwarded query");
+        for (size_t i = 0; i < f.len; i++) {
+            const rl_dlp_finding_t *x = &f.items[i];
+            FUZZ_CHECK(x->action != RL_DLP_ACTION_BLOCK, "%s in the query passed on", x->detector);
+            const char *v = text.data + x->start;
+            size_t n = x->end - x->start;
+            if (x->action == RL_DLP_ACTION_REDACT && only_where_found(&text, &f, v, n))
+                FUZZ_CHECK(fwd.len == 0 || !memmem(fwd.data, fwd.len, v, n),
+                           "%s at [%zu, %zu) of the query goes upstream", x->detector, x->start,
+                           x->end);
+        }
+    }
+    rl_dlp_findings_free(&f);
+}
+
+static void check_request(rl_dlp_engine_t *e, const case_t *c, const char *client_body,
                           size_t client_len, const px_request_t *req, const outcome_t *o)
 {
+    bool fail_closed = c->fail_closed;
+    if (c->query[0])
+        check_query(e, c, req, o);
     if (o->ok) {
         FUZZ_CHECK(sent.responses == 0 && sent.decisions == 0, "passed on, yet answered");
         FUZZ_CHECK(is(o->status, PX_STATUS_ALLOWED) || is(o->status, PX_STATUS_FLAGGED) ||
@@ -253,24 +297,25 @@ static void check_request(rl_dlp_engine_t *e, bool fail_closed, const char *clie
 
 /* ---- one request ---------------------------------------------------------------------------- */
 
-static outcome_t run(int which, const endpoint_t *ep, int set, bool fail_closed, bool pin,
-                     const char *body, size_t len)
+static outcome_t run(const case_t *c, const char *body, size_t len)
 {
     static px_engine_t engine;
     static px_worker_t worker = {.engine = &engine};
-    rl_dlp_engine_t *e = engines[which];
-    px_tenant_t tenant = {.fail_closed = fail_closed, .dlp = e};
-    px_agent_t agent = {
-        .id = "01a20bc0-0000-7000-8000-00000000a9e1", .tenant = &tenant, .policy_set = sets[set]};
+    rl_dlp_engine_t *e = engines[c->engine];
+    px_tenant_t tenant = {.fail_closed = c->fail_closed, .dlp = e};
+    px_agent_t agent = {.id = "01a20bc0-0000-7000-8000-00000000a9e1",
+                        .tenant = &tenant,
+                        .policy_set = sets[c->set]};
     px_gate_t gate = {.id = "01a20bc0-0000-7000-8000-00000000ga7e",
-                      .kind = ep->kind,
-                      .pinned_model = pin ? "gpt-4o-mini" : NULL};
+                      .kind = c->ep->kind,
+                      .pinned_model = c->pin ? "gpt-4o-mini" : NULL};
     px_request_t *req = calloc(1, sizeof *req);
     req->worker = &worker;
     req->agent = &agent;
     req->gate = &gate;
-    snprintf(req->method, sizeof req->method, "%s", ep->method);
-    req->path = ep->path;
+    snprintf(req->method, sizeof req->method, "%s", c->ep->method);
+    req->path = c->ep->path;
+    req->query = c->query;
     req->t_arrive_wall_us = 1790000000000000;
     rl_buf_init(&req->body, 1u << 20);
     rl_buf_init(&req->rewritten, (1u << 20) + 64 * 1024);
@@ -288,11 +333,12 @@ static outcome_t run(int which, const endpoint_t *ep, int set, bool fail_closed,
         req->status = PX_STATUS_ALLOWED;
         o.ok = px_guard_request(req);
         o.status = req->status;
-        check_request(e, fail_closed, body, len, req, &o);
+        check_request(e, c, body, len, req, &o);
     }
     rl_buf_free(&req->body);
     rl_buf_free(&req->rewritten);
     rl_buf_free(&req->trace_req);
+    free(req->query_owned);
     free(req);
     return o;
 }
@@ -310,16 +356,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (scratch == NULL)
         init();
     fuzz_input_t in = {data, size};
-    int which = fuzz_byte(&in) % NENGINES;
-    const endpoint_t *ep = &endpoints[fuzz_byte(&in) % (sizeof endpoints / sizeof endpoints[0])];
-    int set = fuzz_byte(&in) % NSETS;
+    case_t c = {.engine = fuzz_byte(&in) % NENGINES};
+    c.ep = &endpoints[fuzz_byte(&in) % (sizeof endpoints / sizeof endpoints[0])];
+    c.set = fuzz_byte(&in) % NSETS;
     uint8_t flags = fuzz_byte(&in);
+    c.fail_closed = flags & 1;
+    c.pin = flags & 2;
     char *hv = fuzz_take_str(&in, 64);
     header_value = flags & 4 ? hv : NULL;
+    char *query = fuzz_take_str(&in, 128);
+    c.query = flags & 8 ? query : "";
     const char *body = (const char *)in.p;
     size_t len = in.n;
 
-    outcome_t a = run(which, ep, set, flags & 1, flags & 2, body, len);
+    outcome_t a = run(&c, body, len);
 
     /* "\/" for '/' in a body that needs no re-encoding otherwise: the same verdict */
     static rl_buf_t escaped = {.max = 2u << 20};
@@ -329,11 +379,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (a.prepared && compact && fuzz_same_bytes(compact, strlen(compact), body, len) &&
         memchr(body, '/', len)) {
         escape_slashes(body, len, &escaped);
-        outcome_t b = run(which, ep, set, flags & 1, flags & 2, escaped.data, escaped.len);
+        outcome_t b = run(&c, escaped.data, escaped.len);
         FUZZ_CHECK(b.prepared && a.ok == b.ok && is(a.status, b.status),
                    "%s plain, %s with \\/ escapes", a.status, b.status ? b.status : "(none)");
     }
     free(compact);
     free(hv);
+    free(query);
     return 0;
 }

@@ -248,6 +248,23 @@ describe('evaluate', () => {
     assert.equal(d.body.policy.id, dlp.id, 'the DLP policy comes before the FLAG one');
   });
 
+  test('a query string in the path is scanned decoded, as the proxy scans it, and left out of the path condition', async () => {
+    const pathOnly = await newPolicy({ policy_set_id: set.id, name: 'exact path', priority: 15, action: 'FLAG', message: 'path', conditions: { path: '/v1/embeddings' } });
+    const q = await s.call('POST', '/v1/policies/evaluate', {
+      token: adminA, body: { agent_id: A.agentId, method: 'GET', path: '/v1/files?note=x&key=%41KIAZ7Q4M2XK9T3VBN6W' },
+    });
+    assert.equal(q.status, 200, JSON.stringify(q.body));
+    assert.equal(q.body.decision, 'DENIED', JSON.stringify(q.body));
+    assert.equal(q.body.policy.id, dlp.id, 'the key, written %41KIA, is found in the decoded query');
+    const p = await s.call('POST', '/v1/policies/evaluate', {
+      token: adminA, body: { agent_id: A.agentId, method: 'POST', path: '/v1/embeddings?api-version=2024-10-21' },
+    });
+    assert.equal(p.body.decision, 'FLAGGED', JSON.stringify(p.body));
+    assert.equal(p.body.policy.id, pathOnly.id, 'the path without its query matches');
+    const del = await s.call('DELETE', `/v1/policies/${pathOnly.id}`, { token: adminA });
+    assert.ok(del.status === 200 || del.status === 204, JSON.stringify(del.body));
+  });
+
   test("the agent's own policy set wins over the tenant default", async () => {
     const own = await newSet({ name: 'agent own' });
     await newPolicy({ policy_set_id: own.id, name: 'deny all', action: 'DENY', message: 'closed' });

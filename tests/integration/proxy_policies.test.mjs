@@ -299,6 +299,28 @@ describe('DLP', () => {
     assert.ok(mtr.dlp_findings.some((f) => f.detector === 'AWS_SECRET_KEY' && f.where === 'response'));
   });
 
+  test('a query string is scanned as a form reader decodes it: a %40 e-mail is forwarded redacted, a %2F secret blocks', async () => {
+    s.mock.reset();
+    const r = await chat({}, {}, '/v1/chat/completions?cc=jane.doe%40acme-widgets.com&v=1&note=a+b');
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    const up = s.mock.received().at(-1);
+    assert.ok(!up.url.includes('jane.doe'), up.url);
+    assert.match(up.url, /\?cc=%5BREDACTED%3AEMAIL%5D&v=1&note=a\+b$/, 'the other pairs as sent');
+    const t = await traces.find((x) => x.trace_id === r.headers.get('x-renlayer-trace-id'), 'query trace');
+    assert.equal(t.status, 'DLP_WARNED');
+    assert.ok(t.dlp_findings.some((f) => f.detector === 'EMAIL' && f.where === 'request' && f.action === 'redact'));
+    assert.ok(!JSON.stringify(t).includes('jane.doe'));
+
+    const secret = 'q7Rz2LkP9vXw4N%2FT1mYc8HdJ3sFg6Qe0Ua5V%2F%2BKo'; // '/' and '+' as every encoder writes them
+    const b = await chat({}, {}, `/v1/chat/completions?aws_secret_access_key=${secret}`);
+    assert.equal(b.status, 403);
+    const bb = await b.json();
+    assert.equal(bb.renlayer.status, 'DLP_BLOCKED');
+    assert.match(bb.error.message, /AWS_SECRET_KEY/);
+    assert.equal(s.mock.received().length, 1, 'the blocked call was not forwarded');
+  });
+
   test('a compressed request body is decoded before the scan and forwarded decoded; what cannot be decoded is refused', async () => {
     const send = (body, encoding, path = '/v1/chat/completions', extra = {}) => fetch(`${p.url}${path}`, {
       method: 'POST',
