@@ -1,5 +1,5 @@
-/* rl_query: a URL query string as DLP reads and redacts it (docs/dlp.md,
- * "Query strings").
+/* rl_query: a URL query string (or a form body, the same format) as DLP
+ * reads and redacts it (docs/dlp.md, "Query strings and form bodies").
  *
  * A query's names and values are percent-encoded ('+' for a space), which
  * hides values from a byte scanner: every form encoder writes '/' as %2F and

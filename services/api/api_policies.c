@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api_call.h"
 #include "api_routes.h"
@@ -618,31 +619,59 @@ static rl_status_t add_detectors(const rl_dlp_engine_t *e, const char *text, siz
     return st;
 }
 
-/* The ids of the detectors that find something in the sample's body and in
- * its query string (decoded, as the proxy scans them), with the tenant's
- * rules. */
+/* add_detectors over form-encoded s (a query, a form body), decoded. */
+static rl_status_t add_form_detectors(const rl_dlp_engine_t *e, const char *s, json_t *ids)
+{
+    rl_buf_t text;
+    rl_buf_init(&text, strlen(s) + 1);
+    rl_status_t st = rl_query_decode(s, strlen(s), &text, NULL, NULL);
+    if (st == RL_OK)
+        st = add_detectors(e, text.data ? text.data : "", text.len, ids);
+    rl_buf_free(&text);
+    return st;
+}
+
+/* Whether the sample is a form body the proxy would read as one: an HTTP
+ * call whose headers say application/x-www-form-urlencoded. */
+static bool sample_is_form(const json_t *in, const json_t *sample)
+{
+    static const char form[] = "application/x-www-form-urlencoded";
+    const char *action = json_string_value(json_object_get(in, "action"));
+    if (!json_is_string(sample) || !action || strcmp(action, "http") != 0)
+        return false;
+    const char *name;
+    json_t *v;
+    json_object_foreach(json_object_get(in, "headers"), name, v)
+    {
+        const char *ct = json_string_value(v);
+        if (strcasecmp(name, "content-type") == 0 && ct &&
+            strncasecmp(ct, form, sizeof form - 1) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The ids of the detectors that find something in the sample's body (a
+ * form decoded) and in its query string (decoded), with the tenant's rules,
+ * as the proxy scans them. */
 static rl_status_t sample_detectors(rl_pg_t *pg, const char *tenant_id, const json_t *sample,
-                                    const char *query, json_t **out)
+                                    bool form, const char *query, json_t **out)
 {
     rl_dlp_engine_t *e = NULL;
     rl_status_t st = api_dlp_engine_for_tenant(pg, tenant_id, &e);
     json_t *ids = json_array();
     if (st == RL_OK && ids == NULL)
         st = rl_error(RL_ERR_NOMEM, "evaluate");
-    if (st == RL_OK && sample) {
+    if (st == RL_OK && form) {
+        st = add_form_detectors(e, json_string_value(sample), ids);
+    } else if (st == RL_OK && sample) {
         char *text = json_is_string(sample) ? strdup(json_string_value(sample))
                                             : json_dumps(sample, JSON_COMPACT);
         st = text ? add_detectors(e, text, strlen(text), ids) : rl_error(RL_ERR_NOMEM, "evaluate");
         free(text);
     }
-    if (st == RL_OK && query) {
-        rl_buf_t text;
-        rl_buf_init(&text, strlen(query) + 1);
-        st = rl_query_decode(query, strlen(query), &text, NULL, NULL);
-        if (st == RL_OK)
-            st = add_detectors(e, text.data ? text.data : "", text.len, ids);
-        rl_buf_free(&text);
-    }
+    if (st == RL_OK && query)
+        st = add_form_detectors(e, query, ids);
     rl_dlp_engine_release(e);
     if (st != RL_OK) {
         json_decref(ids);
@@ -656,7 +685,8 @@ static rl_status_t sample_detectors(rl_pg_t *pg, const char *tenant_id, const js
  * policy_set_id and body; a JSON body gives the model when none is named; a
  * path's query string is cut off (policies test the path alone, as in the
  * proxy); and when dlp_detectors is absent, the ids of the DLP detectors that
- * find something in the body or the query fill it. */
+ * find something in the body (a form on an http call decoded) or the query
+ * fill it. */
 static rl_status_t engine_input(rl_pg_t *pg, const char *tenant_id, const json_t *body,
                                 json_t **out)
 {
@@ -685,7 +715,8 @@ static rl_status_t engine_input(rl_pg_t *pg, const char *tenant_id, const json_t
         json_object_set(in, "model", model);
     if (st == RL_OK && (sample || (query && query[0])) && !json_object_get(in, "dlp_detectors")) {
         json_t *ids = NULL;
-        st = sample_detectors(pg, tenant_id, sample, query && query[0] ? query : NULL, &ids);
+        st = sample_detectors(pg, tenant_id, sample, sample_is_form(in, sample),
+                              query && query[0] ? query : NULL, &ids);
         if (st == RL_OK)
             json_object_set_new(in, "dlp_detectors", ids);
     }

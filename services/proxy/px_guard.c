@@ -67,23 +67,35 @@ static void add_finding(px_request_t *req, const rl_dlp_finding_t *f, const char
     snprintf(x->action, sizeof x->action, "%s", rl_dlp_action_str(f->action));
 }
 
+/* f with every finding's action set to redact (owned by out: free with
+ * rl_dlp_findings_free), for the trace's copies. False when findings were
+ * dropped or memory is short. */
+static bool all_redacting(const rl_dlp_findings_t *f, rl_dlp_findings_t *out)
+{
+    if (f->dropped > 0)
+        return false;
+    *out = *f;
+    out->items = malloc((f->len ? f->len : 1) * sizeof *out->items);
+    if (out->items == NULL)
+        return false;
+    out->cap = f->len;
+    for (size_t i = 0; i < f->len; i++) {
+        out->items[i] = f->items[i];
+        out->items[i].action = RL_DLP_ACTION_REDACT;
+    }
+    return true;
+}
+
 /* Copies text into out with every finding (any action) redacted. False when
  * that is not possible (findings were dropped, out's bound): out is empty. */
 static bool redact_all(const char *text, size_t len, const rl_dlp_findings_t *f, rl_buf_t *out)
 {
     rl_buf_reset(out);
-    if (f->dropped > 0)
+    rl_dlp_findings_t all;
+    if (!all_redacting(f, &all))
         return false;
-    rl_dlp_findings_t all = *f;
-    all.items = malloc((f->len ? f->len : 1) * sizeof *all.items);
-    if (all.items == NULL)
-        return false;
-    for (size_t i = 0; i < f->len; i++) {
-        all.items[i] = f->items[i];
-        all.items[i].action = RL_DLP_ACTION_REDACT;
-    }
     rl_status_t st = rl_dlp_redact(text, len, 0, &all, out);
-    free(all.items);
+    rl_dlp_findings_free(&all);
     if (st != RL_OK) {
         rl_error_clear();
         rl_buf_reset(out);
@@ -283,34 +295,27 @@ static void deny(px_request_t *req, const char *status, const char *code, const 
     px_request_respond_error(req, 403, code, message);
 }
 
-/* The query string's findings (offsets into its decoded text, rl_query),
- * its pairs, and whether it was scanned. */
+/* Form-encoded text (a URL query string, an x-www-form-urlencoded body)
+ * scanned decoded: every form encoder writes '@' as %40 and '/' as %2F, so
+ * its raw bytes hide e-mails and keys. Zeroed: nothing scanned, nothing found. */
 typedef struct {
-    rl_buf_t text;
+    rl_buf_t text; /* decoded (rl_query_decode) */
     rl_query_pair_t *pairs;
     size_t npairs;
-    rl_dlp_findings_t found;
-    bool scanned;
-} query_scan_t;
+    rl_dlp_findings_t found; /* offsets into text */
+    bool failed;             /* the scan failed */
+} form_scan_t;
 
-/* Scans the request's query string decoded: every form encoder writes '@' as
- * %40 and '/' as %2F, so its raw bytes hide e-mails and keys. */
-static void scan_query(px_request_t *req, query_scan_t *q)
+static void scan_form(px_request_t *req, const char *s, size_t n, form_scan_t *q)
 {
-    size_t n = req->query ? strlen(req->query) : 0;
     rl_buf_init(&q->text, n + 1); /* decoding never grows it */
     rl_dlp_findings_init(&q->found, FINDINGS_MAX);
-    q->pairs = NULL;
-    q->npairs = 0;
-    q->scanned = true;
-    if (n == 0 || !engine_active(req->agent->tenant->dlp))
-        return;
-    rl_status_t st = rl_query_decode(req->query, n, &q->text, &q->pairs, &q->npairs);
+    rl_status_t st = rl_query_decode(s, n, &q->text, &q->pairs, &q->npairs);
     if (st == RL_OK)
         st = rl_dlp_scan(req->agent->tenant->dlp, RL_DLP_SCOPE_REQUEST, q->text.data, q->text.len,
                          scratch(req->worker), &q->found);
     if (st != RL_OK) {
-        q->scanned = false;
+        q->failed = true;
         rl_counter_add(req->worker->engine->m.dlp_errors, 1);
         rl_error_clear();
     }
@@ -318,22 +323,38 @@ static void scan_query(px_request_t *req, query_scan_t *q)
         add_finding(req, &q->found.items[i], "request");
 }
 
-static void query_scan_free(query_scan_t *q)
+static void form_scan_free(form_scan_t *q)
 {
     rl_buf_free(&q->text);
     free(q->pairs);
     rl_dlp_findings_free(&q->found);
 }
 
-/* Forwards the query with the pairs its redact findings touch rewritten.
- * False when that is not possible. */
-static bool forward_redacted_query(px_request_t *req, const query_scan_t *q)
+/* s[0..n) (what q scanned) with the pairs its redact findings touch
+ * rewritten, or those of every finding when every (the trace's copy). */
+static bool redact_form(const char *s, size_t n, const form_scan_t *q, bool every, rl_buf_t *out)
+{
+    rl_dlp_findings_t all;
+    if (every && !all_redacting(&q->found, &all))
+        return false;
+    rl_status_t st = rl_query_redact(s, n, q->pairs, q->npairs, every ? &all : &q->found, out);
+    if (every)
+        rl_dlp_findings_free(&all);
+    if (st != RL_OK) {
+        rl_error_clear();
+        rl_buf_reset(out);
+        return false;
+    }
+    return true;
+}
+
+/* Forwards the query with the pairs its redact findings touch rewritten. */
+static bool forward_redacted_query(px_request_t *req, const form_scan_t *q)
 {
     size_t n = strlen(req->query);
     rl_buf_t out;
     rl_buf_init(&out, n + 64 * (q->npairs + 1));
-    if (rl_query_redact(req->query, n, q->pairs, q->npairs, &q->found, &out) != RL_OK) {
-        rl_error_clear();
+    if (!redact_form(req->query, n, q, false, &out)) {
         rl_buf_free(&out);
         return false;
     }
@@ -342,6 +363,32 @@ static bool forward_redacted_query(px_request_t *req, const query_scan_t *q)
     rl_buf_free(&out);
     req->query = req->query_owned ? req->query_owned : "";
     return true;
+}
+
+/* Forwards a form body with the pairs its redact findings touch rewritten. */
+static bool forward_redacted_form(px_request_t *req, const form_scan_t *q)
+{
+    rl_buf_t out;
+    rl_buf_init(&out, req->body.max + 64 * 1024);
+    if (!redact_form(req->body.data, req->body.len, q, false, &out)) {
+        rl_buf_free(&out);
+        return false;
+    }
+    return replace_body(req, &out);
+}
+
+/* A body the upstream reads as a form: an HTTP call (not a model or MCP
+ * API, whose bodies are JSON whatever the header says: curl -d sends JSON
+ * as a form) with an x-www-form-urlencoded Content-Type. */
+static bool form_body(const px_request_t *req)
+{
+    static const char form[] = "application/x-www-form-urlencoded";
+    if (req->info.action != PX_ACTION_HTTP || req->body.len == 0)
+        return false;
+    const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
+    return ct && strncasecmp(ct, form, sizeof form - 1) == 0 &&
+           (ct[sizeof form - 1] == '\0' || ct[sizeof form - 1] == ';' ||
+            ct[sizeof form - 1] == ' ');
 }
 
 /* body's and query's findings in one list, for the verdict, the messages
@@ -370,43 +417,64 @@ both_findings(const rl_dlp_findings_t *body, const rl_dlp_findings_t *query, rl_
     return out;
 }
 
+/* Scans a JSON or plain body as sent (JSON that escapes plain ASCII in its
+ * plain form, which is then forwarded) into f. False when the body could not
+ * be prepared again (the request is then answered). */
+static bool scan_body(px_request_t *req, rl_dlp_findings_t *f, bool *failed)
+{
+    rl_dlp_engine_t *e = req->agent->tenant->dlp;
+    rl_buf_t plain;
+    rl_buf_init(&plain, req->body.max + 64 * 1024);
+    if (plain_json(req->body.data, req->body.len, &plain) && !replace_body(req, &plain)) {
+        deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
+             "Request blocked by RenLayer DLP: the request could not be scanned.");
+        return false;
+    }
+    rl_buf_free(&plain); /* empty once taken */
+    if (rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, req->body.data, req->body.len, scratch(req->worker),
+                    f) != RL_OK) {
+        /* a custom pattern past its match limit: not scanned; the tenant's
+         * fail-open/closed setting decides */
+        *failed = true;
+        rl_counter_add(req->worker->engine->m.dlp_errors, 1);
+        rl_error_clear();
+    }
+    for (size_t i = 0; i < f->len; i++)
+        add_finding(req, &f->items[i], "request");
+    if (f->len > 0 || f->dropped > 0) {
+        req->trace_req_redacted = true;
+        redact_all(req->body.data, req->body.len, f, &req->trace_req);
+    }
+    return true;
+}
+
 bool px_guard_request(px_request_t *req)
 {
     const px_tenant_t *tenant = req->agent->tenant;
-    rl_dlp_findings_t f;
+    bool active = engine_active(tenant->dlp);
+    rl_dlp_findings_t f; /* a JSON or plain body's */
     rl_dlp_findings_init(&f, FINDINGS_MAX);
-    bool scanned = true;
-    if (engine_active(tenant->dlp) && req->body.len > 0) {
-        rl_buf_t plain;
-        rl_buf_init(&plain, req->body.max + 64 * 1024);
-        if (plain_json(req->body.data, req->body.len, &plain) && !replace_body(req, &plain)) {
-            rl_dlp_findings_free(&f);
-            deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
-                 "Request blocked by RenLayer DLP: the request could not be scanned.");
-            return false;
+    form_scan_t form = {0}, q = {0}; /* a form body's, the query's */
+    bool is_form = active && form_body(req), failed = false;
+    if (is_form) {
+        scan_form(req, req->body.data, req->body.len, &form);
+        failed = form.failed;
+        if (form.found.len > 0 || form.found.dropped > 0) {
+            req->trace_req_redacted = true;
+            redact_form(req->body.data, req->body.len, &form, true, &req->trace_req);
         }
-        rl_buf_free(&plain); /* empty once taken */
-        rl_status_t st = rl_dlp_scan(tenant->dlp, RL_DLP_SCOPE_REQUEST, req->body.data,
-                                     req->body.len, scratch(req->worker), &f);
-        if (st != RL_OK) {
-            /* a custom pattern past its match limit: not scanned; the tenant's
-             * fail-open/closed setting decides below */
-            scanned = false;
-            rl_counter_add(req->worker->engine->m.dlp_errors, 1);
-            rl_error_clear();
-        }
+    } else if (active && req->body.len > 0 && !scan_body(req, &f, &failed)) {
+        rl_dlp_findings_free(&f);
+        return false;
     }
-    for (size_t i = 0; i < f.len; i++)
-        add_finding(req, &f.items[i], "request");
-    if (f.len > 0 || f.dropped > 0) {
-        req->trace_req_redacted = true;
-        redact_all(req->body.data, req->body.len, &f, &req->trace_req);
+    if (active && req->query && req->query[0]) {
+        scan_form(req, req->query, strlen(req->query), &q);
+        failed = failed || q.failed;
     }
-    query_scan_t q;
-    scan_query(req, &q);
-    scanned = scanned && q.scanned;
+    bool scanned = !failed;
+    const rl_dlp_findings_t *body_found = is_form ? &form.found : &f;
     rl_dlp_findings_t merged;
-    const rl_dlp_findings_t *all = both_findings(&f, &q.found, &merged);
+    const rl_dlp_findings_t *all = both_findings(body_found, &q.found, &merged);
     rl_dlp_verdict_t verdict = rl_dlp_verdict(all);
 
     rl_policy_result_t pr;
@@ -444,7 +512,8 @@ bool px_guard_request(px_request_t *req)
                      "be scanned.");
         deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked", msg);
         ok = false;
-    } else if ((any_redact(&f) && !forward_redacted(req, &f)) ||
+    } else if ((any_redact(body_found) &&
+                !(is_form ? forward_redacted_form(req, &form) : forward_redacted(req, &f))) ||
                (any_redact(&q.found) && !forward_redacted_query(req, &q))) {
         deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
              "Request blocked by RenLayer DLP: sensitive data could not be redacted.");
@@ -465,7 +534,8 @@ bool px_guard_request(px_request_t *req)
         count(req, req->status);
     if (all == &merged)
         rl_dlp_findings_free(&merged);
-    query_scan_free(&q);
+    form_scan_free(&form);
+    form_scan_free(&q);
     rl_dlp_findings_free(&f);
     return ok;
 }

@@ -14,7 +14,8 @@
  * blocks or redacts, read as the upstream reads it (JSON escapes such as
  * "\/" and "\u0041" decoded); what goes to the trace holds no detected value
  * at all, nor do the reason and the message; a query string's values are
- * held to the same, decoded as a form reader decodes them; and a body with '/' written
+ * held to the same, decoded as a form reader decodes them, and so is a form
+ * body on an HTTP call; and a body with '/' written
  * "\/" gets the same verdict as the body itself. */
 #include <jansson.h>
 #include <microhttpd.h>
@@ -37,6 +38,7 @@ static struct {
 } sent;
 
 static const char *header_value; /* X-Fuzz for header policies; NULL: absent */
+static const char *content_type; /* the request's Content-Type; NULL: absent */
 
 void __wrap_px_request_respond_error(px_request_t *req, int http_status, const char *code,
                                      const char *message)
@@ -58,6 +60,8 @@ const char *__wrap_MHD_lookup_connection_value(struct MHD_Connection *c, enum MH
                                                const char *key)
 {
     (void)c, (void)kind;
+    if (strcasecmp(key, "Content-Type") == 0)
+        return content_type;
     return strcasecmp(key, "X-Fuzz") == 0 ? header_value : NULL;
 }
 
@@ -148,11 +152,16 @@ static void init(void)
 
 /* ---- reading a body as the upstream does -------------------------------------------------- */
 
-/* text as the upstream reads it: decoded that way when it is JSON. */
-static void read_as_upstream(const char *text, size_t n, rl_buf_t *out)
+/* text as the upstream reads it: a form decoded as a form reader decodes
+ * it, JSON with its escapes of plain ASCII decoded, anything else as is. */
+static void read_as_upstream(const char *text, size_t n, bool form, rl_buf_t *out)
 {
-    json_t *v = json_loadb(text ? text : "", n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     rl_buf_reset(out);
+    if (form) {
+        FUZZ_CHECK(rl_query_decode(text, n, out, NULL, NULL) == RL_OK, "form decode");
+        return;
+    }
+    json_t *v = json_loadb(text ? text : "", n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (v)
         fuzz_unescape_ascii(text, n, out);
     else
@@ -184,6 +193,7 @@ typedef struct {
     int engine, set;
     const endpoint_t *ep;
     bool fail_closed, pin;
+    bool form;         /* Content-Type: application/x-www-form-urlencoded */
     const char *query; /* the URL's query string, "" when none */
 } case_t;
 
@@ -263,7 +273,9 @@ static void check_request(rl_dlp_engine_t *e, const case_t *c, const char *clien
 
     /* the body as the upstream reads it, and what a scan of that finds */
     static rl_buf_t body = {.max = 64u << 20}, fwd = {.max = 64u << 20}, trace = {.max = 64u << 20};
-    read_as_upstream(client_body, client_len, &body); /* req->body may be redacted now */
+    /* a form body is read as a form on HTTP calls only (model APIs read JSON) */
+    bool form = c->form && req->info.action == PX_ACTION_HTTP && client_len > 0;
+    read_as_upstream(client_body, client_len, form, &body); /* req->body may be redacted now */
     rl_dlp_findings_t f;
     rl_dlp_findings_init(&f, 256);
     rl_status_t st =
@@ -276,9 +288,9 @@ static void check_request(rl_dlp_engine_t *e, const case_t *c, const char *clien
         return;
     }
     const rl_buf_t *up = req->rewritten.len ? &req->rewritten : &req->body;
-    read_as_upstream(up->data, up->len, &fwd);
+    read_as_upstream(up->data, up->len, form, &fwd);
     const rl_buf_t *tr = req->trace_req_redacted ? &req->trace_req : up;
-    read_as_upstream(tr->data, tr->len, &trace);
+    read_as_upstream(tr->data, tr->len, form, &trace);
     for (size_t i = 0; i < f.len; i++) {
         const rl_dlp_finding_t *x = &f.items[i];
         const char *v = body.data + x->start;
@@ -364,6 +376,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.pin = flags & 2;
     char *hv = fuzz_take_str(&in, 64);
     header_value = flags & 4 ? hv : NULL;
+    c.form = flags & 16;
+    content_type = c.form ? "application/x-www-form-urlencoded; charset=utf-8" : "application/json";
     char *query = fuzz_take_str(&in, 128);
     c.query = flags & 8 ? query : "";
     const char *body = (const char *)in.p;
@@ -376,7 +390,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *v = json_loadb(body, len, 0, NULL);
     char *compact = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
-    if (a.prepared && compact && fuzz_same_bytes(compact, strlen(compact), body, len) &&
+    if (!c.form && a.prepared && compact && fuzz_same_bytes(compact, strlen(compact), body, len) &&
         memchr(body, '/', len)) {
         escape_slashes(body, len, &escaped);
         outcome_t b = run(&c, escaped.data, escaped.len);

@@ -261,6 +261,15 @@ describe('evaluate', () => {
     });
     assert.equal(p.body.decision, 'FLAGGED', JSON.stringify(p.body));
     assert.equal(p.body.policy.id, pathOnly.id, 'the path without its query matches');
+    // a form body on an http call is read decoded, as the proxy reads it
+    const formBody = (headers) => s.call('POST', '/v1/policies/evaluate', {
+      token: adminA, body: { agent_id: A.agentId, action: 'http', method: 'POST', path: '/v2/charges', headers, body: 'key=%41KIAZ7Q4M2XK9T3VBN6W&amount=1' },
+    });
+    const f = await formBody({ 'Content-Type': 'application/x-www-form-urlencoded' });
+    assert.equal(f.body.decision, 'DENIED', JSON.stringify(f.body));
+    assert.equal(f.body.policy.id, dlp.id);
+    const raw = await formBody({ 'content-type': 'text/plain' });
+    assert.equal(raw.body.decision, 'ALLOWED', `a text body is read as sent: ${JSON.stringify(raw.body)}`);
     const del = await s.call('DELETE', `/v1/policies/${pathOnly.id}`, { token: adminA });
     assert.ok(del.status === 200 || del.status === 204, JSON.stringify(del.body));
   });

@@ -321,6 +321,32 @@ describe('DLP', () => {
     assert.equal(s.mock.received().length, 1, 'the blocked call was not forwarded');
   });
 
+  test('a form body on an HTTP call is scanned decoded and redacted pair by pair; a JSON API body is read as JSON whatever its Content-Type', async () => {
+    const form = (body, path = '/v2/customers') => fetch(`${p.url}${path}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${T.agentKey}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body,
+    });
+    s.mock.reset();
+    const r = await form('email=jane.doe%40acme-widgets.com&amount=100&description=a+b');
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    assert.equal(s.mock.received().at(-1).body, 'email=%5BREDACTED%3AEMAIL%5D&amount=100&description=a+b');
+    const t = await traces.find((x) => x.trace_id === r.headers.get('x-renlayer-trace-id'), 'form trace');
+    assert.equal(t.request_body, 'email=%5BREDACTED%3AEMAIL%5D&amount=100&description=a+b');
+
+    const b = await form(`aws_secret_access_key=${encodeURIComponent('q7Rz2LkP9vXw4N/T1mYc8HdJ3sFg6Qe0Ua5V/+Ko')}`);
+    assert.equal(b.status, 403);
+    assert.equal((await b.json()).renlayer.status, 'DLP_BLOCKED');
+    assert.equal(s.mock.received().length, 1, 'the blocked form was not forwarded');
+
+    // curl -d sends JSON labelled as a form: a chat body is read as JSON ('+' stays a '+')
+    const c = await form(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'mail jane.doe@acme-widgets.com 1+1' }] }), '/v1/chat/completions');
+    assert.equal(c.status, 200);
+    await c.arrayBuffer();
+    assert.equal(JSON.parse(s.mock.received().at(-1).body).messages[0].content, 'mail [REDACTED:EMAIL] 1+1');
+  });
+
   test('a compressed request body is decoded before the scan and forwarded decoded; what cannot be decoded is refused', async () => {
     const send = (body, encoding, path = '/v1/chat/completions', extra = {}) => fetch(`${p.url}${path}`, {
       method: 'POST',
