@@ -1908,8 +1908,9 @@ static rl_status_t redact_spans(const char *text, size_t len, size_t base, span_
     return st;
 }
 
-rl_status_t rl_dlp_redact(const char *text, size_t len, size_t base, const rl_dlp_findings_t *f,
-                          rl_buf_t *out)
+/* rl_dlp_redact over the redact findings of f, or over all of them. */
+static rl_status_t redact(const char *text, size_t len, size_t base, const rl_dlp_findings_t *f,
+                          bool every, rl_buf_t *out)
 {
     if (f->dropped > 0)
         return rl_error(RL_ERR_TOO_LARGE,
@@ -1921,11 +1922,23 @@ rl_status_t rl_dlp_redact(const char *text, size_t len, size_t base, const rl_dl
         return rl_error(RL_ERR_NOMEM, "DLP redaction allocation failed");
     size_t n = 0;
     for (size_t i = 0; i < f->len; i++)
-        if (f->items[i].action == RL_DLP_ACTION_REDACT)
+        if (every || f->items[i].action == RL_DLP_ACTION_REDACT)
             sp[n++] = (span_t){f->items[i].start, f->items[i].end, f->items[i].detector};
     rl_status_t st = redact_spans(text, len, base, sp, n, out);
     free(sp);
     return st;
+}
+
+rl_status_t rl_dlp_redact(const char *text, size_t len, size_t base, const rl_dlp_findings_t *f,
+                          rl_buf_t *out)
+{
+    return redact(text, len, base, f, false, out);
+}
+
+rl_status_t rl_dlp_redact_every(const char *text, size_t len, size_t base,
+                                const rl_dlp_findings_t *f, rl_buf_t *out)
+{
+    return redact(text, len, base, f, true, out);
 }
 
 /* ---- streaming ---------------------------------------------------------- */

@@ -283,6 +283,11 @@ rl_dlp_verdict_t rl_dlp_finding_verdict(const rl_dlp_finding_t *f);
 rl_status_t rl_dlp_redact(const char *text, size_t len, size_t base, const rl_dlp_findings_t *f,
                           rl_buf_t *out);
 
+/* rl_dlp_redact with every finding replaced, whatever its action: for copies
+ * that must hold no detected value (a trace's bodies). */
+rl_status_t rl_dlp_redact_every(const char *text, size_t len, size_t base,
+                                const rl_dlp_findings_t *f, rl_buf_t *out);
+
 /* ---- streaming -------------------------------------------------------- */
 
 /* A response scanned as it arrives. Each feed rescans only what may still

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Appends s[0..n) form-decoded to text: '+' is a space, %XX a byte. */
 static rl_status_t append_decoded(const char *s, size_t n, rl_buf_t *spaced, rl_buf_t *text)
@@ -91,12 +92,14 @@ rl_status_t rl_query_decode(const char *q, size_t n, rl_buf_t *text, rl_query_pa
     return RL_OK;
 }
 
-/* The first redact finding of f within text [start, end), or NULL. */
-static const rl_dlp_finding_t *redaction_in(const rl_dlp_findings_t *f, size_t start, size_t end)
+/* The first redact finding (any finding when every) of f within text
+ * [start, end), or NULL. */
+static const rl_dlp_finding_t *redaction_in(const rl_dlp_findings_t *f, bool every, size_t start,
+                                            size_t end)
 {
     for (size_t i = 0; i < f->len; i++) {
         const rl_dlp_finding_t *x = &f->items[i];
-        if (x->action == RL_DLP_ACTION_REDACT && x->start < end && x->end > start)
+        if ((every || x->action == RL_DLP_ACTION_REDACT) && x->start < end && x->end > start)
             return x;
     }
     return NULL;
@@ -117,18 +120,22 @@ static rl_status_t append_marker(const rl_dlp_finding_t *x, rl_buf_t *out)
 }
 
 rl_status_t rl_query_redact(const char *q, size_t n, const rl_query_pair_t *pairs, size_t npairs,
-                            const rl_dlp_findings_t *f, rl_buf_t *out)
+                            const rl_dlp_findings_t *f, bool every, rl_buf_t *out)
 {
     rl_buf_reset(out);
+    if (every && f->dropped > 0)
+        return rl_error(RL_ERR_TOO_LARGE, "query: %zu findings dropped", f->dropped);
     rl_status_t st = RL_OK;
     for (size_t i = 0; i < npairs && st == RL_OK; i++) {
         const rl_query_pair_t *p = &pairs[i];
-        if (p->raw_end > n)
-            return rl_error(RL_ERR_INVALID, "query: pair %zu outside the query", i);
+        if (p->raw_end > n) {
+            st = rl_error(RL_ERR_INVALID, "query: pair %zu outside the query", i);
+            break;
+        }
         if (i > 0)
             st = rl_buf_append(out, "&", 1);
-        const rl_dlp_finding_t *in_pair = redaction_in(f, p->text_start, p->text_end);
-        const rl_dlp_finding_t *in_name = redaction_in(f, p->text_start, p->text_value);
+        const rl_dlp_finding_t *in_pair = redaction_in(f, every, p->text_start, p->text_end);
+        const rl_dlp_finding_t *in_name = redaction_in(f, every, p->text_start, p->text_value);
         if (st != RL_OK || in_pair == NULL) {
             if (st == RL_OK)
                 st = rl_buf_append(out, q + p->raw_start, p->raw_end - p->raw_start);
@@ -143,4 +150,12 @@ rl_status_t rl_query_redact(const char *q, size_t n, const rl_query_pair_t *pair
     if (st != RL_OK)
         rl_buf_reset(out);
     return st;
+}
+
+bool rl_query_is_form_type(const char *content_type)
+{
+    static const char form[] = "application/x-www-form-urlencoded";
+    const size_t n = sizeof form - 1;
+    return content_type && strncasecmp(content_type, form, n) == 0 &&
+           (content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ');
 }

@@ -9,6 +9,7 @@
 #ifndef RL_QUERY_H
 #define RL_QUERY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "rl_buf.h"
@@ -33,13 +34,19 @@ typedef struct {
 rl_status_t rl_query_decode(const char *q, size_t n, rl_buf_t *text, rl_query_pair_t **pairs,
                             size_t *npairs);
 
-/* Writes q[0..n) to out with every pair a redact finding of f touches
- * rewritten: its value replaced by the percent-encoded marker
- * "[REDACTED:<DETECTOR>]" (of the first such finding), or the whole pair
- * when the finding reaches into its name. f's offsets are into the text
- * rl_query_decode gave for q and pairs. Untouched pairs are copied as
- * sent. RL_ERR_NOMEM, RL_ERR_TOO_LARGE past out's bound. */
+/* Writes q[0..n) to out with every pair a redact finding of f (any finding
+ * when every: a copy that must hold no detected value) touches rewritten:
+ * its value replaced by the percent-encoded marker "[REDACTED:<DETECTOR>]"
+ * (of the first such finding), or the whole pair when the finding reaches
+ * into its name. f's offsets are into the text rl_query_decode gave for q
+ * and pairs. Untouched pairs are copied as sent. RL_ERR_NOMEM,
+ * RL_ERR_TOO_LARGE past out's bound (with every, also when f dropped
+ * findings), RL_ERR_INVALID for pairs outside q; out is then empty. */
 rl_status_t rl_query_redact(const char *q, size_t n, const rl_query_pair_t *pairs, size_t npairs,
-                            const rl_dlp_findings_t *f, rl_buf_t *out);
+                            const rl_dlp_findings_t *f, bool every, rl_buf_t *out);
+
+/* Whether a Content-Type value names a form body
+ * (application/x-www-form-urlencoded, any case, parameters allowed). */
+bool rl_query_is_form_type(const char *content_type);
 
 #endif

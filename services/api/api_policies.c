@@ -635,7 +635,6 @@ static rl_status_t add_form_detectors(const rl_dlp_engine_t *e, const char *s, j
  * call whose headers say application/x-www-form-urlencoded. */
 static bool sample_is_form(const json_t *in, const json_t *sample)
 {
-    static const char form[] = "application/x-www-form-urlencoded";
     const char *action = json_string_value(json_object_get(in, "action"));
     if (!json_is_string(sample) || !action || strcmp(action, "http") != 0)
         return false;
@@ -643,9 +642,7 @@ static bool sample_is_form(const json_t *in, const json_t *sample)
     json_t *v;
     json_object_foreach(json_object_get(in, "headers"), name, v)
     {
-        const char *ct = json_string_value(v);
-        if (strcasecmp(name, "content-type") == 0 && ct &&
-            strncasecmp(ct, form, sizeof form - 1) == 0)
+        if (strcasecmp(name, "content-type") == 0 && rl_query_is_form_type(json_string_value(v)))
             return true;
     }
     return false;

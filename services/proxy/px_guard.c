@@ -67,36 +67,12 @@ static void add_finding(px_request_t *req, const rl_dlp_finding_t *f, const char
     snprintf(x->action, sizeof x->action, "%s", rl_dlp_action_str(f->action));
 }
 
-/* f with every finding's action set to redact (owned by out: free with
- * rl_dlp_findings_free), for the trace's copies. False when findings were
- * dropped or memory is short. */
-static bool all_redacting(const rl_dlp_findings_t *f, rl_dlp_findings_t *out)
-{
-    if (f->dropped > 0)
-        return false;
-    *out = *f;
-    out->items = malloc((f->len ? f->len : 1) * sizeof *out->items);
-    if (out->items == NULL)
-        return false;
-    out->cap = f->len;
-    for (size_t i = 0; i < f->len; i++) {
-        out->items[i] = f->items[i];
-        out->items[i].action = RL_DLP_ACTION_REDACT;
-    }
-    return true;
-}
-
 /* Copies text into out with every finding (any action) redacted. False when
  * that is not possible (findings were dropped, out's bound): out is empty. */
 static bool redact_all(const char *text, size_t len, const rl_dlp_findings_t *f, rl_buf_t *out)
 {
     rl_buf_reset(out);
-    rl_dlp_findings_t all;
-    if (!all_redacting(f, &all))
-        return false;
-    rl_status_t st = rl_dlp_redact(text, len, 0, &all, out);
-    rl_dlp_findings_free(&all);
-    if (st != RL_OK) {
+    if (rl_dlp_redact_every(text, len, 0, f, out) != RL_OK) {
         rl_error_clear();
         rl_buf_reset(out);
         return false;
@@ -334,15 +310,8 @@ static void form_scan_free(form_scan_t *q)
  * rewritten, or those of every finding when every (the trace's copy). */
 static bool redact_form(const char *s, size_t n, const form_scan_t *q, bool every, rl_buf_t *out)
 {
-    rl_dlp_findings_t all;
-    if (every && !all_redacting(&q->found, &all))
-        return false;
-    rl_status_t st = rl_query_redact(s, n, q->pairs, q->npairs, every ? &all : &q->found, out);
-    if (every)
-        rl_dlp_findings_free(&all);
-    if (st != RL_OK) {
+    if (rl_query_redact(s, n, q->pairs, q->npairs, &q->found, every, out) != RL_OK) {
         rl_error_clear();
-        rl_buf_reset(out);
         return false;
     }
     return true;
@@ -360,7 +329,6 @@ static bool forward_redacted_query(px_request_t *req, const form_scan_t *q)
     }
     free(req->query_owned);
     req->query_owned = rl_buf_take(&out, NULL);
-    rl_buf_free(&out);
     req->query = req->query_owned ? req->query_owned : "";
     return true;
 }
@@ -382,13 +350,9 @@ static bool forward_redacted_form(px_request_t *req, const form_scan_t *q)
  * as a form) with an x-www-form-urlencoded Content-Type. */
 static bool form_body(const px_request_t *req)
 {
-    static const char form[] = "application/x-www-form-urlencoded";
-    if (req->info.action != PX_ACTION_HTTP || req->body.len == 0)
-        return false;
-    const char *ct = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type");
-    return ct && strncasecmp(ct, form, sizeof form - 1) == 0 &&
-           (ct[sizeof form - 1] == '\0' || ct[sizeof form - 1] == ';' ||
-            ct[sizeof form - 1] == ' ');
+    return req->info.action == PX_ACTION_HTTP && req->body.len > 0 &&
+           rl_query_is_form_type(
+               MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Type"));
 }
 
 /* body's and query's findings in one list, for the verdict, the messages

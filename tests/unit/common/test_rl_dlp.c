@@ -703,6 +703,11 @@ static void redaction_exact(void **state)
                                   "Q7ZJ4XK2M9TBL3WP, host "
                                   "10.1.2.3. Merci é!");
     assert_int_equal(rl_dlp_verdict(&f), RL_DLP_BLOCKED); /* the key blocks, not redacted */
+    /* every finding, whatever its action: the blocking key too (a trace's copy) */
+    rl_buf_reset(&out);
+    assert_int_equal(rl_dlp_redact_every(text, strlen(text), 0, &f, &out), RL_OK);
+    assert_non_null(strstr(out.data, "card [REDACTED:CREDIT_CARD], ssn [REDACTED:US_SSN], key "
+                                     "[REDACTED:AWS_ACCESS_KEY], host"));
     /* a bound too small: error and out as it was */
     rl_buf_t small;
     rl_buf_init(&small, 40);

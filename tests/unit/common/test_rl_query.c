@@ -81,7 +81,7 @@ static char *redacted(const char *q)
     rl_dlp_findings_t f;
     rl_dlp_findings_init(&f, 64);
     assert_int_equal(rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, text.data, text.len, NULL, &f), RL_OK);
-    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, &out), RL_OK);
+    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, false, &out), RL_OK);
     char *s = strdup(out.data ? out.data : "");
     rl_dlp_findings_free(&f);
     free(pairs);
@@ -89,6 +89,42 @@ static char *redacted(const char *q)
     rl_buf_free(&out);
     rl_dlp_engine_release(e);
     return s;
+}
+
+static void every_finding_for_a_copy(void **state)
+{
+    (void)state;
+    const char *q = "to=jane.doe%40acme-widgets.com&n=1";
+    rl_buf_t text, out;
+    rl_buf_init(&text, 256);
+    rl_buf_init(&out, 256);
+    rl_query_pair_t *pairs;
+    size_t n;
+    assert_int_equal(rl_query_decode(q, strlen(q), &text, &pairs, &n), RL_OK);
+    rl_dlp_finding_t warn = {
+        .detector = "EMAIL", .action = RL_DLP_ACTION_WARN, .start = 3, .end = 28};
+    rl_dlp_findings_t f = {.items = &warn, .len = 1, .cap = 1, .max = 1};
+    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, false, &out), RL_OK);
+    assert_string_equal(out.data, q); /* a warning is forwarded as it is */
+    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, true, &out), RL_OK);
+    assert_string_equal(out.data, "to=%5BREDACTED%3AEMAIL%5D&n=1");
+    f.dropped = 1; /* an incomplete list cannot make a clean copy */
+    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, true, &out), RL_ERR_TOO_LARGE);
+    assert_int_equal(out.len, 0);
+    free(pairs);
+    rl_buf_free(&text);
+    rl_buf_free(&out);
+}
+
+static void form_content_types(void **state)
+{
+    (void)state;
+    assert_true(rl_query_is_form_type("application/x-www-form-urlencoded"));
+    assert_true(rl_query_is_form_type("Application/X-WWW-Form-Urlencoded; charset=utf-8"));
+    assert_false(rl_query_is_form_type("application/x-www-form-urlencodedx"));
+    assert_false(rl_query_is_form_type("application/json"));
+    assert_false(rl_query_is_form_type("multipart/form-data; boundary=x"));
+    assert_false(rl_query_is_form_type(NULL));
 }
 
 static void redacts_the_values_findings_touch(void **state)
@@ -116,6 +152,8 @@ int main(void)
         cmocka_unit_test(decodes_pairs_as_a_form_reader_does),
         cmocka_unit_test(bound_is_kept),
         cmocka_unit_test(redacts_the_values_findings_touch),
+        cmocka_unit_test(every_finding_for_a_copy),
+        cmocka_unit_test(form_content_types),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
