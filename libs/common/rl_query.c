@@ -123,7 +123,7 @@ rl_status_t rl_query_redact(const char *q, size_t n, const rl_query_pair_t *pair
                             const rl_dlp_findings_t *f, bool every, rl_buf_t *out)
 {
     rl_buf_reset(out);
-    if (every && f->dropped > 0)
+    if (f->dropped > 0) /* as rl_dlp_redact: the redaction would be incomplete */
         return rl_error(RL_ERR_TOO_LARGE, "query: %zu findings dropped", f->dropped);
     rl_status_t st = RL_OK;
     for (size_t i = 0; i < npairs && st == RL_OK; i++) {

@@ -40,8 +40,8 @@ rl_status_t rl_query_decode(const char *q, size_t n, rl_buf_t *text, rl_query_pa
  * (of the first such finding), or the whole pair when the finding reaches
  * into its name. f's offsets are into the text rl_query_decode gave for q
  * and pairs. Untouched pairs are copied as sent. RL_ERR_NOMEM,
- * RL_ERR_TOO_LARGE past out's bound (with every, also when f dropped
- * findings), RL_ERR_INVALID for pairs outside q; out is then empty. */
+ * RL_ERR_TOO_LARGE past out's bound or when f dropped findings (as
+ * rl_dlp_redact), RL_ERR_INVALID for pairs outside q; out is then empty. */
 rl_status_t rl_query_redact(const char *q, size_t n, const rl_query_pair_t *pairs, size_t npairs,
                             const rl_dlp_findings_t *f, bool every, rl_buf_t *out);
 

@@ -108,8 +108,10 @@ static void every_finding_for_a_copy(void **state)
     assert_string_equal(out.data, q); /* a warning is forwarded as it is */
     assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, true, &out), RL_OK);
     assert_string_equal(out.data, "to=%5BREDACTED%3AEMAIL%5D&n=1");
-    f.dropped = 1; /* an incomplete list cannot make a clean copy */
+    f.dropped = 1; /* an incomplete list cannot make a clean copy, nor a clean query */
     assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, true, &out), RL_ERR_TOO_LARGE);
+    assert_int_equal(out.len, 0);
+    assert_int_equal(rl_query_redact(q, strlen(q), pairs, n, &f, false, &out), RL_ERR_TOO_LARGE);
     assert_int_equal(out.len, 0);
     free(pairs);
     rl_buf_free(&text);
