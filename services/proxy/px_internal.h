@@ -197,7 +197,7 @@ void px_request_respond_error(px_request_t *req, int http_status, const char *co
 /* Publishes the decision message of req as it stands (status, policy, findings). */
 void px_request_publish_decision(px_request_t *req);
 
-/* px_guard.c: policies and DLP on the request path (request path steps 5-6,
+/* px_guard.c and px_guard_response.c: policies and DLP on the request path (steps 5-6,
  * see docs/proxy.md) and DLP on the response (step 8). */
 
 /* Scans the request, evaluates the agent's policy set, applies the verdict.

@@ -1,4 +1,4 @@
-/* Fuzzes the proxy's DLP on streamed responses (px_guard) as the upstream
+/* Fuzzes the proxy's DLP on streamed responses (px_guard_response.c) as the upstream
  * path drives it: bytes through the response reader (px_response), then the
  * guard, which scans the text the client will read (the deltas of OpenAI,
  * Anthropic and Responses events) across events and chunks, holds events
@@ -102,7 +102,7 @@ static void run(rl_dlp_engine_t *e, px_proto_t proto, const char *data, size_t l
 
 /* ---- reading SSE back: the events and the text of their deltas ------------------------- */
 
-/* The string the guard scans in an event, as px_guard's text_holder picks it. */
+/* The string the guard scans in an event, as px_guard_response.c's text_holder picks it. */
 static json_t *delta_of(json_t *o)
 {
     json_t *v = NULL, *choices = json_object_get(o, "choices");
