@@ -79,6 +79,11 @@ typedef struct {
     const char *reason;     /* decisions: why (policy message, detector), NULL if none */
 } px_trace_t;
 
+/* Bytes of each body a trace keeps when not configured. */
+#define PX_TRACE_BODY_MAX_DEFAULT (16u << 10)
+
+/* px_publisher.c */
+
 typedef struct px_publisher px_publisher_t;
 
 typedef struct {
@@ -130,6 +135,8 @@ rl_status_t px_publisher_flush(px_publisher_t *pub, long timeout_ms);
 
 /* Messages in the spool now (for /metrics and tests). */
 uint64_t px_publisher_spool_depth(px_publisher_t *pub);
+
+/* px_trace.c */
 
 /* Encodes t as the v1 trace (or decision) JSON into out. Exposed for unit
  * tests and docs/bus.md examples. Appends to out; on error (RL_ERR_TOO_LARGE
