@@ -1,4 +1,5 @@
 #include "rl_bus.h"
+#include "rl_cond.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -733,12 +734,7 @@ rl_status_t rl_bus_create(const rl_bus_options_t *o, rl_bus_t **out)
     atomic_init(&bus->ready_seen, false);
     atomic_init(&bus->pending, 0);
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&bus->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0) {
+    if (rl_cond_init(&bus->cond) != 0) {
         free(bus->name);
         free(bus);
         return rl_error(RL_ERR_NOMEM, "bus: cannot create condition variable");

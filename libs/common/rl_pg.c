@@ -1,4 +1,5 @@
 #include "rl_pg.h"
+#include "rl_cond.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -837,18 +838,11 @@ rl_status_t rl_pg_pool_create(const char *conninfo, int size, const rl_pg_option
         s = rl_pg_create(conninfo, opts, &p->conns[i]);
     if (s == RL_OK) {
         p->ping_timeout_ms = p->conns[0]->cfg.opts.ping_timeout_ms;
-        pthread_condattr_t ca;
-        if (pthread_condattr_init(&ca) != 0)
-            s = rl_error(RL_ERR_NOMEM, "pthread_condattr_init failed");
-        else {
-            pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-            if (pthread_cond_init(&p->cv, &ca) != 0)
-                s = rl_error(RL_ERR_NOMEM, "pthread_cond_init failed");
-            else if (pthread_mutex_init(&p->mu, NULL) != 0) {
-                pthread_cond_destroy(&p->cv);
-                s = rl_error(RL_ERR_NOMEM, "pthread_mutex_init failed");
-            }
-            pthread_condattr_destroy(&ca);
+        if (rl_cond_init(&p->cv) != 0) {
+            s = rl_error(RL_ERR_NOMEM, "pthread_cond_init failed");
+        } else if (pthread_mutex_init(&p->mu, NULL) != 0) {
+            pthread_cond_destroy(&p->cv);
+            s = rl_error(RL_ERR_NOMEM, "pthread_mutex_init failed");
         }
     }
     if (s != RL_OK) {
@@ -880,14 +874,7 @@ rl_status_t rl_pg_pool_acquire(rl_pg_pool_t *pool, int wait_ms, rl_pg_t **out)
 {
     if (!pool || !out || wait_ms < 0)
         return rl_error(RL_ERR_INVALID, "rl_pg_pool_acquire: bad arguments");
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = rl_cond_deadline(wait_ms);
     pthread_mutex_lock(&pool->mu);
     while (pool->in_use == pool->size) {
         int rc = 0;

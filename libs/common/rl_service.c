@@ -1,4 +1,5 @@
 #include "rl_service.h"
+#include "rl_cond.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -119,11 +120,7 @@ static void *monitor_main(void *arg)
                         now);
             rl_gauge_set(svc->extra_gauge, now ? 1 : 0);
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long ns = until.tv_nsec + (svc->check_interval_ms % 1000) * 1000000L;
-        until.tv_sec += svc->check_interval_ms / 1000 + ns / 1000000000L;
-        until.tv_nsec = ns % 1000000000L;
+        struct timespec until = rl_cond_deadline(svc->check_interval_ms);
         pthread_mutex_lock(&svc->lock);
         if (!atomic_load(&svc->stopping))
             pthread_cond_timedwait(&svc->wake, &svc->lock, &until);
@@ -250,7 +247,7 @@ rl_status_t rl_service_start(const rl_service_spec_t *spec, int argc, char **arg
     svc->spec = *spec;
     snprintf(svc->name, sizeof svc->name, "renlayer-%s", spec->name);
     pthread_mutex_init(&svc->lock, NULL);
-    pthread_cond_init(&svc->wake, NULL);
+    rl_cond_init(&svc->wake);
 
     /* Before any thread exists: route SIGTERM/SIGINT to rl_service_run only,
      * and never die of a peer closing a socket. */

@@ -12,6 +12,7 @@
 #include "rl_buf.h"
 #include "rl_log.h"
 #include "rl_uuid.h"
+#include "rl_cond.h"
 
 /* ---- formatting ----------------------------------------------------------------------- */
 
@@ -389,14 +390,7 @@ void api_mailer_destroy(api_mailer_t *m, long drain_ms)
         return;
     pthread_mutex_lock(&m->mu);
     m->stopping = true;
-    clock_gettime(CLOCK_MONOTONIC, &m->drain_deadline);
-    long ms = drain_ms > 0 ? drain_ms : 0;
-    m->drain_deadline.tv_sec += ms / 1000;
-    m->drain_deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (m->drain_deadline.tv_nsec >= 1000000000L) {
-        m->drain_deadline.tv_sec++;
-        m->drain_deadline.tv_nsec -= 1000000000L;
-    }
+    m->drain_deadline = rl_cond_deadline(drain_ms);
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
     pthread_join(m->thread, NULL);

@@ -26,6 +26,7 @@
 #include "rl_log.h"
 #include "rl_pg.h"
 #include "rl_policy.h"
+#include "rl_cond.h"
 
 #define CHANNEL "renlayer_config"
 #define DEFAULT_REFRESH_MS 60000
@@ -1165,15 +1166,7 @@ static void *loader_main(void *arg)
             pthread_mutex_lock(&c->mu);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait = next - now;
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = rl_cond_deadline(next - now);
         pthread_cond_timedwait(&c->wake, &c->mu, &ts);
     }
     pthread_cond_broadcast(&c->done);
@@ -1229,13 +1222,9 @@ rl_status_t px_cache_create(const px_cache_options_t *opts, px_cache_t **out)
     c->due_ms = mono_ms(); /* the first load, at once */
     register_metrics(c, opts->metrics);
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->wake, &ca);
-    pthread_cond_init(&c->done, &ca);
-    pthread_condattr_destroy(&ca);
+    rl_cond_init(&c->wake);
+    rl_cond_init(&c->done);
 
     rl_pg_options_t po = {.application_name = "renlayer-proxy-cache",
                           .connect_timeout_ms = LOAD_CONNECT_TIMEOUT_MS,

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "px_spool.h"
+#include "rl_cond.h"
 
 #define MSG_FIXED_MAX (1u << 20) /* room in a message besides the two bodies */
 #define SPOOL_MAX_DEFAULT (1LL << 30)
@@ -526,23 +527,11 @@ static void update_levels(px_publisher_t *pub, replay_t *r)
     }
 }
 
-/* CLOCK_MONOTONIC (pub->cond's clock) ms from now. */
-static struct timespec deadline_in(int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    return ts;
-}
-
 /* Waits up to ms; a wake() (something was spooled) or a stop ends it early
  * unless until_stop, when only a stop does. */
 static void idle_wait(px_publisher_t *pub, int64_t ms, bool until_stop)
 {
-    struct timespec ts = deadline_in(ms);
+    struct timespec ts = rl_cond_deadline(ms);
     pthread_mutex_lock(&pub->mu);
     while (!pub->stop) {
         if (pthread_cond_timedwait(&pub->cond, &pub->mu, &ts) == ETIMEDOUT || !until_stop)
@@ -555,7 +544,7 @@ static void idle_wait(px_publisher_t *pub, int64_t ms, bool until_stop)
  * 50 times a second. */
 static void quiet_wait(px_publisher_t *pub)
 {
-    struct timespec ts = deadline_in(QUIET_WAIT_MS);
+    struct timespec ts = rl_cond_deadline(QUIET_WAIT_MS);
     pthread_mutex_lock(&pub->mu);
     if (!pub->stop && px_spool_depth(pub->spool) == 0)
         pthread_cond_timedwait(&pub->cond, &pub->mu, &ts);
@@ -669,6 +658,25 @@ static rl_status_t register_metrics(px_publisher_t *pub, rl_metrics_t *m)
     return st;
 }
 
+static void destroy_locks(px_publisher_t *pub)
+{
+    pthread_cond_destroy(&pub->q_cond);
+    pthread_mutex_destroy(&pub->q_mu);
+    pthread_cond_destroy(&pub->cond);
+    pthread_mutex_destroy(&pub->mu);
+    pthread_mutex_destroy(&pub->spool_mu);
+}
+
+/* Undoes what px_publisher_create did before its threads ran: the spool,
+ * the locks, the batch buffer and pub itself. */
+static void free_unstarted(px_publisher_t *pub)
+{
+    px_spool_close(pub->spool);
+    destroy_locks(pub);
+    rl_buf_free(&pub->batch);
+    free(pub);
+}
+
 rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher_t **out)
 {
     if (!opts || !out || !opts->bus || !opts->spool_dir || opts->spool_max_bytes < 0)
@@ -701,35 +709,20 @@ rl_status_t px_publisher_create(const px_publisher_options_t *opts, px_publisher
     }
     pthread_mutex_init(&pub->spool_mu, NULL);
     pthread_mutex_init(&pub->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&pub->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    rl_cond_init(&pub->cond);
     rl_gauge_set(pub->depth, (double)px_spool_depth(pub->spool));
     pthread_mutex_init(&pub->q_mu, NULL);
     pthread_cond_init(&pub->q_cond, NULL);
-    if (pthread_create(&pub->sender, NULL, sender_main, pub) != 0) {
-        px_spool_close(pub->spool);
-        pthread_cond_destroy(&pub->q_cond);
-        pthread_mutex_destroy(&pub->q_mu);
-        pthread_cond_destroy(&pub->cond);
-        pthread_mutex_destroy(&pub->mu);
-        pthread_mutex_destroy(&pub->spool_mu);
-        free(pub);
-        return rl_error(RL_ERR_INTERNAL, "px_publisher: sender thread: %s", strerror(errno));
+    int rc = pthread_create(&pub->sender, NULL, sender_main, pub);
+    if (rc != 0) {
+        free_unstarted(pub);
+        return rl_error(RL_ERR_INTERNAL, "px_publisher: sender thread: %s", strerror(rc));
     }
-    if (pthread_create(&pub->thread, NULL, replay_main, pub) != 0) {
+    rc = pthread_create(&pub->thread, NULL, replay_main, pub);
+    if (rc != 0) {
         stop_sender(pub);
-        pthread_cond_destroy(&pub->q_cond);
-        pthread_mutex_destroy(&pub->q_mu);
-        px_spool_close(pub->spool);
-        pthread_cond_destroy(&pub->cond);
-        pthread_mutex_destroy(&pub->mu);
-        pthread_mutex_destroy(&pub->spool_mu);
-        rl_buf_free(&pub->batch);
-        free(pub);
-        return rl_error(RL_ERR_INTERNAL, "px_publisher: replay thread: %s", strerror(errno));
+        free_unstarted(pub);
+        return rl_error(RL_ERR_INTERNAL, "px_publisher: replay thread: %s", strerror(rc));
     }
     *out = pub;
     return RL_OK;
@@ -760,11 +753,7 @@ void px_publisher_destroy(px_publisher_t *pub)
     pub->spool = NULL;
     pthread_mutex_unlock(&pub->spool_mu);
 
-    pthread_cond_destroy(&pub->q_cond);
-    pthread_mutex_destroy(&pub->q_mu);
-    pthread_cond_destroy(&pub->cond);
-    pthread_mutex_destroy(&pub->mu);
-    pthread_mutex_destroy(&pub->spool_mu);
+    destroy_locks(pub);
     while (pub->q_free) {
         struct queued *next = pub->q_free->next;
         node_free(pub->q_free);

@@ -13,6 +13,7 @@
 
 #include "rl_log.h"
 #include "tw_store.h"
+#include "rl_cond.h"
 
 #define FETCH_MAX_BYTES ((int64_t)32 << 20) /* bytes of messages per batch */
 #define FETCH_BYTES_PER_ITEM ((int64_t)4 << 10) /* x batch size: the usual bytes per batch */
@@ -95,23 +96,10 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static struct timespec deadline_in(long ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    return until;
-}
-
 /* Sleeps ms, or less when asked to stop. */
 static void pause_ms(tw_consumer_t *c, long ms)
 {
-    struct timespec until = deadline_in(ms);
+    struct timespec until = rl_cond_deadline(ms);
     pthread_mutex_lock(&c->lock);
     while (!atomic_load(&c->stopping) && pthread_cond_timedwait(&c->cond, &c->lock, &until) == 0)
         ;
@@ -521,7 +509,7 @@ static slot_t *take_free_slot(tw_consumer_t *c)
             if (c->slots[i].state == SLOT_FREE)
                 free_slot = &c->slots[i];
         if (!free_slot && !atomic_load(&c->stopping)) {
-            struct timespec until = deadline_in(LAG_POLL_MS);
+            struct timespec until = rl_cond_deadline(LAG_POLL_MS);
             pthread_cond_timedwait(&c->cond, &c->lock, &until);
         }
         bool stop = atomic_load(&c->stopping);
@@ -702,11 +690,7 @@ rl_status_t tw_consumer_start(const tw_consumer_options_t *o, tw_consumer_t **ou
     c->retention_days = o->retention_days;
     c->drain_ms = o->drain_ms;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    rl_cond_init(&c->cond);
 
     tw_store_options_t so = {.database_url = o->database_url,
                              .application_name = o->application_name,

@@ -10,6 +10,7 @@
 
 #include "rl_log.h"
 #include "tw_batch.h"
+#include "rl_cond.h"
 
 #define RETRY_MAX_MS 30000
 /* A statement that waits longer than this is given up and retried later. */
@@ -81,14 +82,7 @@ struct tw_upkeep {
 /* Waits ms or until stopped; true when stopping. */
 static bool pause_ms(tw_upkeep_t *u, long ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = rl_cond_deadline(ms);
     pthread_mutex_lock(&u->lock);
     while (!u->stopping && pthread_cond_timedwait(&u->wake, &u->lock, &until) == 0)
         ;
@@ -153,11 +147,7 @@ rl_status_t tw_upkeep_start(const tw_upkeep_options_t *o, tw_upkeep_t **out)
                            "Partition upkeep runs that failed (retried)", NULL, &u->failures);
     }
     pthread_mutex_init(&u->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&u->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    rl_cond_init(&u->wake);
     if (pthread_create(&u->thread, NULL, upkeep_main, u) != 0) {
         pthread_cond_destroy(&u->wake);
         pthread_mutex_destroy(&u->lock);
