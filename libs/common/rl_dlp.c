@@ -642,6 +642,19 @@ rl_status_t dlp_findings_push(rl_dlp_findings_t *f, const rl_dlp_finding_t *x)
     return RL_OK;
 }
 
+rl_status_t rl_dlp_findings_merge(rl_dlp_findings_t *dst, const rl_dlp_findings_t *src)
+{
+    for (size_t i = 0; i < src->len; i++) {
+        rl_status_t st = dlp_findings_push(dst, &src->items[i]);
+        if (st != RL_OK)
+            return st;
+    }
+    dst->dropped += src->dropped;
+    if (src->dropped_verdict > dst->dropped_verdict)
+        dst->dropped_verdict = src->dropped_verdict;
+    return RL_OK;
+}
+
 /* ---- candidates and the search of one rule ------------------------------- */
 
 rl_status_t dlp_cands_push(dlp_cands_t *c, size_t start, size_t end, uint32_t rule)

@@ -241,6 +241,11 @@ void rl_dlp_findings_reset(rl_dlp_findings_t *f);
 /* Frees the memory; f may be reused after rl_dlp_findings_init. */
 void rl_dlp_findings_free(rl_dlp_findings_t *f);
 
+/* Appends src's findings to dst, past dst's max counted as dropped as a scan
+ * counts them, and src's dropped ones with their verdict. RL_ERR_NOMEM when
+ * dst cannot grow (dst then holds a prefix). */
+rl_status_t rl_dlp_findings_merge(rl_dlp_findings_t *dst, const rl_dlp_findings_t *src);
+
 /* ---- scanning --------------------------------------------------------- */
 
 /* Scans len bytes of text (UTF-8 or not; JSON is scanned as raw text, so a

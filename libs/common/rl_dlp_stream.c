@@ -107,8 +107,8 @@ static size_t utf8_complete(const char *s, size_t len)
 
 /* Runs every rule over the new bytes, then reports what became certain and
  * moves the safe point. */
-static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *sc,
-                              rl_dlp_findings_t *out)
+static rl_status_t stream_search(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *sc,
+                                 rl_dlp_findings_t *out)
 {
     const rl_dlp_engine_t *e = s->e;
     size_t len = s->total - s->base;
@@ -201,6 +201,22 @@ static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *
     return result;
 }
 
+/* stream_search with the caller's scratch, or one made for this call. */
+static rl_status_t stream_run(rl_dlp_stream_t *s, bool final, rl_dlp_scratch_t *scratch,
+                              rl_dlp_findings_t *out)
+{
+    rl_dlp_scratch_t *own = NULL;
+    if (scratch == NULL) {
+        rl_status_t st = rl_dlp_scratch_create(&own);
+        if (st != RL_OK)
+            return st;
+        scratch = own;
+    }
+    rl_status_t st = stream_search(s, final, scratch, out);
+    rl_dlp_scratch_destroy(own);
+    return st;
+}
+
 rl_status_t rl_dlp_stream_feed(rl_dlp_stream_t *s, const char *data, size_t n,
                                rl_dlp_scratch_t *scratch, rl_dlp_findings_t *out)
 {
@@ -222,16 +238,7 @@ rl_status_t rl_dlp_stream_feed(rl_dlp_stream_t *s, const char *data, size_t n,
     if (n > 0)
         memcpy(s->buf + have, data, n);
     s->total += n;
-    rl_dlp_scratch_t *own = NULL;
-    if (scratch == NULL) {
-        rl_status_t st = rl_dlp_scratch_create(&own);
-        if (st != RL_OK)
-            return st;
-        scratch = own;
-    }
-    rl_status_t st = stream_run(s, false, scratch, out);
-    rl_dlp_scratch_destroy(own);
-    return st;
+    return stream_run(s, false, scratch, out);
 }
 
 rl_status_t rl_dlp_stream_finish(rl_dlp_stream_t *s, rl_dlp_scratch_t *scratch,
@@ -239,15 +246,7 @@ rl_status_t rl_dlp_stream_finish(rl_dlp_stream_t *s, rl_dlp_scratch_t *scratch,
 {
     if (s->finished)
         return rl_error(RL_ERR_CONFLICT, "DLP stream finished twice");
-    rl_dlp_scratch_t *own = NULL;
-    if (scratch == NULL) {
-        rl_status_t st = rl_dlp_scratch_create(&own);
-        if (st != RL_OK)
-            return st;
-        scratch = own;
-    }
     rl_status_t st = stream_run(s, true, scratch, out);
-    rl_dlp_scratch_destroy(own);
     if (st == RL_OK || st == RL_ERR_TIMEOUT) {
         s->finished = true;
         s->safe = s->total;

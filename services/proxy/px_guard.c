@@ -357,20 +357,11 @@ both_findings(const rl_dlp_findings_t *body, const rl_dlp_findings_t *query, rl_
     if (query->len == 0 && query->dropped == 0)
         return body;
     rl_dlp_findings_init(out, body->max + query->max);
-    out->items = malloc((body->len + query->len + 1) * sizeof *out->items);
-    if (out->items == NULL) { /* out of memory: counted as dropped, which blocks */
-        out->dropped = body->len + body->dropped + query->len + query->dropped;
+    if (rl_dlp_findings_merge(out, body) != RL_OK || rl_dlp_findings_merge(out, query) != RL_OK) {
+        rl_error_clear(); /* out of memory: what is missing counts as dropped, which blocks */
+        out->dropped++;
         out->dropped_verdict = RL_DLP_BLOCKED;
-        return out;
     }
-    if (body->len)
-        memcpy(out->items, body->items, body->len * sizeof *out->items);
-    if (query->len)
-        memcpy(out->items + body->len, query->items, query->len * sizeof *out->items);
-    out->len = out->cap = body->len + query->len;
-    out->dropped = body->dropped + query->dropped;
-    out->dropped_verdict = body->dropped_verdict > query->dropped_verdict ? body->dropped_verdict
-                                                                          : query->dropped_verdict;
     return out;
 }
 

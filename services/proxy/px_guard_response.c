@@ -121,31 +121,15 @@ static void guard_feed_text(px_request_t *req, px_stream_guard_t *g, const char 
         g->failed = true;
     }
     rl_error_clear();
+    if (rl_dlp_findings_merge(&g->found, &g->fresh) != RL_OK) {
+        rl_error_clear();
+        g->failed = true;
+        return;
+    }
     for (size_t i = 0; i < g->fresh.len; i++) {
-        if (g->found.len < g->found.max) {
-            if (g->found.len == g->found.cap) {
-                size_t cap = g->found.cap ? g->found.cap * 2 : 16;
-                rl_dlp_finding_t *x = realloc(g->found.items, cap * sizeof *x);
-                if (x == NULL) {
-                    g->failed = true;
-                    return;
-                }
-                g->found.items = x;
-                g->found.cap = cap;
-            }
-            g->found.items[g->found.len++] = g->fresh.items[i];
-        } else {
-            g->found.dropped++;
-            rl_dlp_verdict_t v = rl_dlp_finding_verdict(&g->fresh.items[i]);
-            if (v > g->found.dropped_verdict)
-                g->found.dropped_verdict = v;
-        }
         px_guard_add_finding(req, &g->fresh.items[i], "response");
         req->resp_findings = true;
     }
-    g->found.dropped += g->fresh.dropped;
-    if (g->fresh.dropped_verdict > g->found.dropped_verdict)
-        g->found.dropped_verdict = g->fresh.dropped_verdict;
 }
 
 /* Scans a complete piece of a stream on its own (an event without a text
@@ -648,20 +632,12 @@ void px_guard_response_end(px_request_t *req, size_t from)
             rl_error_clear();
         /* the last findings: recorded like the others */
         size_t total = rl_dlp_stream_total(g->stream);
-        for (size_t i = 0; i < g->fresh.len; i++) {
-            if (g->found.len == g->found.cap) {
-                size_t cap = g->found.cap ? g->found.cap * 2 : 16;
-                rl_dlp_finding_t *x = realloc(g->found.items, cap * sizeof *x);
-                if (x == NULL) {
-                    g->failed = true;
-                    break;
-                }
-                g->found.items = x;
-                g->found.cap = cap;
-            }
-            g->found.items[g->found.len++] = g->fresh.items[i];
-            px_guard_add_finding(req, &g->fresh.items[i], "response");
+        if (rl_dlp_findings_merge(&g->found, &g->fresh) != RL_OK) {
+            rl_error_clear();
+            g->failed = true;
         }
+        for (size_t i = 0; i < g->fresh.len; i++)
+            px_guard_add_finding(req, &g->fresh.items[i], "response");
         if (settle(req, g, total) && g->found.len > 0 &&
             strcmp(req->status, PX_STATUS_ALLOWED) == 0) {
             req->status = PX_STATUS_DLP_WARNED;

@@ -1209,6 +1209,34 @@ static void four_threads_one_engine(void **state)
     rl_dlp_engine_release(NULL);
 }
 
+/* Merging keeps dst's bound: what does not fit is dropped with its verdict,
+ * and src's own dropped findings carry over. */
+static void findings_merge_bounded(void **state)
+{
+    (void)state;
+    rl_dlp_engine_t *e = default_engine();
+    const char *text = "a@acme-corp.io b@acme-corp.io AKIA"
+                       "Q7ZJ4XK2M9TBL3WP";
+    rl_dlp_findings_t src, dst;
+    rl_dlp_findings_init(&src, 2); /* the key is dropped: 2 e-mails listed */
+    assert_int_equal(rl_dlp_scan(e, RL_DLP_SCOPE_REQUEST, text, strlen(text), NULL, &src), RL_OK);
+    assert_int_equal(src.len, 2);
+    assert_int_equal(src.dropped, 1);
+    rl_dlp_findings_init(&dst, 3);
+    assert_int_equal(rl_dlp_findings_merge(&dst, &src), RL_OK);
+    assert_int_equal(dst.len, 2);
+    assert_int_equal(dst.dropped, 1);
+    assert_int_equal(dst.dropped_verdict, RL_DLP_BLOCKED);
+    assert_int_equal(rl_dlp_findings_merge(&dst, &src), RL_OK); /* 1 of 2 fits */
+    assert_int_equal(dst.len, 3);
+    assert_int_equal(dst.dropped, 3);
+    assert_string_equal(dst.items[2].detector, "EMAIL");
+    assert_int_equal(dst.items[2].start, src.items[0].start);
+    rl_dlp_findings_free(&src);
+    rl_dlp_findings_free(&dst);
+    rl_dlp_engine_release(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1227,6 +1255,7 @@ int main(void)
         cmocka_unit_test(validate_pattern),
         cmocka_unit_test(catastrophic_pattern_is_stopped),
         cmocka_unit_test(verdict_rule),
+        cmocka_unit_test(findings_merge_bounded),
         cmocka_unit_test(redaction_exact),
         cmocka_unit_test(stream_split_every_byte),
         cmocka_unit_test(stream_mixed_document),
