@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "rl_crypto.h"
+
 rl_status_t rl_json_parse(const void *text, size_t len, size_t max, json_t **out)
 {
     if (max > 0 && len > max)
@@ -114,4 +116,46 @@ rl_status_t rl_json_dump(const json_t *v, rl_buf_t *out)
     if (json_dump_callback(v, dump_cb, out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY) != 0)
         return rl_error(RL_ERR_TOO_LARGE, "JSON encoding exceeds the buffer limit of %zu bytes", out->max);
     return RL_OK;
+}
+
+/* Whether s holds an escape of a printable ASCII character other than '"'
+ * and '\\' (which need one): \u00XX ("\u0041KIA") or the escaped solidus. An
+ * escaped backslash before '/' or 'u' ("\\/") may answer yes: the text is
+ * then re-encoded for nothing, which changes no value. */
+static bool escapes_plain_ascii(const char *s, size_t n)
+{
+    if (memmem(s, n, "\\/", 2) != NULL)
+        return true;
+    const char *end = s + n;
+    for (const char *p = s; (p = memmem(p, (size_t)(end - p), "\\u00", 4)) != NULL; p++) {
+        uint8_t c;
+        size_t one;
+        if (end - p < 6 || rl_hex_decode(p + 4, 2, &c, 1, &one) != RL_OK) {
+            rl_error_clear(); /* not JSON there: the parse will say so */
+            continue;
+        }
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            return true;
+    }
+    return false;
+}
+
+bool rl_json_plain_ascii(const char *s, size_t n, rl_buf_t *out)
+{
+    if (!escapes_plain_ascii(s, n))
+        return false;
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    if (v == NULL)
+        return false;
+    size_t mark = out->len;
+    rl_status_t st = rl_json_dump(v, out);
+    json_decref(v);
+    if (st != RL_OK) {
+        rl_error_clear();
+        out->len = mark;
+        if (out->data)
+            out->data[mark] = '\0';
+        return false;
+    }
+    return true;
 }

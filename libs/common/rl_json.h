@@ -36,4 +36,12 @@ const char *rl_json_str_or(const json_t *obj, const char *key, const char *dflt)
  * RL_ERR_TOO_LARGE when out's limit is reached (out then holds a prefix). */
 rl_status_t rl_json_dump(const json_t *v, rl_buf_t *out);
 
+/* When s[0..n) is JSON that spells a printable ASCII character with an
+ * escape it does not need (\u0041, or \/ as some encoders write every '/'),
+ * appends the same JSON with those characters as themselves (rl_json_dump)
+ * to out and returns true. Such text hides what it says from a byte scanner
+ * (DLP) while every JSON reader decodes it. False, out unchanged, for text
+ * without such escapes, that is not JSON, or that does not fit out. */
+bool rl_json_plain_ascii(const char *s, size_t n, rl_buf_t *out);
+
 #endif

@@ -21,7 +21,7 @@
 #include <strings.h>
 
 #include "px_guard_internal.h"
-#include "rl_crypto.h"
+#include "rl_json.h"
 #include "rl_log.h"
 #include "rl_policy.h"
 #include "rl_query.h"
@@ -123,46 +123,6 @@ void px_guard_count(px_request_t *req, const char *status)
         rl_counter_add(m->dlp_blocked, 1);
     else if (strcmp(status, PX_STATUS_DLP_WARNED) == 0)
         rl_counter_add(m->dlp_warned, 1);
-}
-
-/* Whether s holds an escape of a printable ASCII character other than '"'
- * and '\\' (which need one): \u00XX ("\u0041KIA") or JSON's escaped solidus
- * ("\/", which some encoders write for every '/'). JSON that spells text that
- * way hides it from the detectors, which read bytes, while whoever decodes it
- * reads the value: "wJalr\/K7MD..." is an AWS secret to the upstream. An
- * escaped backslash before '/' or 'u' ("\\/") may answer yes: the body is then
- * re-encoded for nothing, which changes no value. */
-static bool escapes_plain_ascii(const char *s, size_t n)
-{
-    if (memmem(s, n, "\\/", 2) != NULL)
-        return true;
-    const char *end = s + n;
-    for (const char *p = s; (p = memmem(p, (size_t)(end - p), "\\u00", 4)) != NULL; p++) {
-        uint8_t c;
-        size_t one;
-        if (end - p < 6 || rl_hex_decode(p + 4, 2, &c, 1, &one) != RL_OK) {
-            rl_error_clear(); /* not JSON there: the parse will say so */
-            continue;
-        }
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-            return true;
-    }
-    return false;
-}
-
-/* When s[0..n) is JSON that escapes plain ASCII, writes the same JSON with
- * those characters as themselves (jansson's compact encoding) to out and
- * returns true. Such a body is scanned, and forwarded, in that form. */
-bool px_guard_plain_json(const char *s, size_t n, rl_buf_t *out)
-{
-    if (!escapes_plain_ascii(s, n))
-        return false;
-    json_t *v = json_loadb(s, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    char *text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(v);
-    bool ok = text && rl_buf_append_str(out, text) == RL_OK;
-    free(text);
-    return ok;
 }
 
 /* ---- the request ------------------------------------------------------------------------ */
@@ -373,7 +333,7 @@ static bool scan_body(px_request_t *req, rl_dlp_findings_t *f, bool *failed)
     rl_dlp_engine_t *e = req->agent->tenant->dlp;
     rl_buf_t plain;
     rl_buf_init(&plain, req->body.max + 64 * 1024);
-    if (px_guard_plain_json(req->body.data, req->body.len, &plain) && !replace_body(req, &plain)) {
+    if (rl_json_plain_ascii(req->body.data, req->body.len, &plain) && !replace_body(req, &plain)) {
         deny(req, PX_STATUS_DLP_BLOCKED, "dlp_blocked",
              "Request blocked by RenLayer DLP: the request could not be scanned.");
         return false;

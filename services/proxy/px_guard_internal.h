@@ -31,8 +31,5 @@ void px_guard_detector_list(const rl_dlp_findings_t *f, bool blocking_only, char
 void px_guard_set_reason(px_request_t *req, const char *text);
 /* Counts a decision status in the proxy's metrics. */
 void px_guard_count(px_request_t *req, const char *status);
-/* When s[0..n) is JSON that escapes plain ASCII (\u0041, \/), writes the
- * same JSON with those characters as themselves to out and returns true. */
-bool px_guard_plain_json(const char *s, size_t n, rl_buf_t *out);
 
 #endif

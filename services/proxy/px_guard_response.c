@@ -12,6 +12,7 @@
 
 #include "px_guard_internal.h"
 #include "px_sse.h"
+#include "rl_json.h"
 #include "rl_log.h"
 
 #define STREAM_HELD_MAX (4u << 20) /* bytes a stream guard may hold back */
@@ -146,7 +147,7 @@ static void oneshot(px_stream_guard_t *g, const char *data, size_t len, rl_buf_t
         return;
     rl_buf_t plain;
     rl_buf_init(&plain, red->max);
-    if (px_guard_plain_json(data, len, &plain)) {
+    if (rl_json_plain_ascii(data, len, &plain)) {
         data = plain.data;
         len = plain.len;
     }
@@ -549,7 +550,7 @@ static void whole_response(px_request_t *req)
         return;
     rl_buf_t plain;
     rl_buf_init(&plain, req->out.max);
-    if (px_guard_plain_json(req->out.data, req->out.len, &plain))
+    if (rl_json_plain_ascii(req->out.data, req->out.len, &plain))
         rl_buf_move(&req->out, &plain);
     rl_buf_free(&plain);
     rl_dlp_findings_t f;

@@ -97,6 +97,35 @@ static void dumps_into_bounded_buffer(void **state)
     json_decref(v);
 }
 
+static void plain_ascii_decodes_needless_escapes(void **state)
+{
+    (void)state;
+    rl_buf_t out;
+    rl_buf_init(&out, 4096);
+    const char *slash = "{\"k\":\"wJalr\\/K7MD\"}";
+    assert_true(rl_json_plain_ascii(slash, strlen(slash), &out));
+    assert_string_equal(out.data, "{\"k\":\"wJalr/K7MD\"}");
+    rl_buf_reset(&out);
+    const char *u = "[\"\\u0041KIA\",2]";
+    assert_true(rl_json_plain_ascii(u, strlen(u), &out));
+    assert_string_equal(out.data, "[\"AKIA\",2]");
+    rl_buf_reset(&out);
+    /* nothing to decode: a quote and a newline need their escapes */
+    const char *needed[] = {"{\"k\":\"a\\u0022b\"}", "{\"k\":\"a\\nb\"}", "{\"k\":\"a/b\"}",
+                            "not json \\/ at all"};
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+        assert_false(rl_json_plain_ascii(needed[i], strlen(needed[i]), &out));
+        assert_int_equal(out.len, 0);
+    }
+    rl_buf_free(&out);
+    /* too large for out: false, out as it was */
+    rl_buf_init(&out, 8);
+    assert_int_equal(rl_buf_append_str(&out, "ab"), RL_OK);
+    assert_false(rl_json_plain_ascii(slash, strlen(slash), &out));
+    assert_string_equal(out.data, "ab");
+    rl_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -105,6 +134,7 @@ int main(void)
         cmocka_unit_test(enforces_size_limit),
         cmocka_unit_test(rejects_deep_nesting),
         cmocka_unit_test(dumps_into_bounded_buffer),
+        cmocka_unit_test(plain_ascii_decodes_needless_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
