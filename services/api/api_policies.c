@@ -18,6 +18,7 @@
 
 #define MAX_REORDER 10000
 #define MAX_EVAL_LIST 256
+#define SAMPLE_TEXT_MAX (64u << 20) /* a sample body as scanned: far above the API's body limit */
 
 static const char *const actions[] = {"ALLOW", "FLAG", "DENY", NULL};
 
@@ -662,10 +663,20 @@ static rl_status_t sample_detectors(rl_pg_t *pg, const char *tenant_id, const js
     if (st == RL_OK && form) {
         st = add_form_detectors(e, json_string_value(sample), ids);
     } else if (st == RL_OK && sample) {
-        char *text = json_is_string(sample) ? strdup(json_string_value(sample))
-                                            : json_dumps(sample, JSON_COMPACT);
-        st = text ? add_detectors(e, text, strlen(text), ids) : rl_error(RL_ERR_NOMEM, "evaluate");
-        free(text);
+        /* a JSON value is dumped plain; a body given as text is read as the
+         * proxy reads it (JSON escapes of plain ASCII decoded) */
+        rl_buf_t text;
+        rl_buf_init(&text, SAMPLE_TEXT_MAX);
+        if (json_is_string(sample)) {
+            const char *raw = json_string_value(sample);
+            size_t n = json_string_length(sample);
+            st = rl_json_plain_ascii(raw, n, &text) ? RL_OK : rl_buf_append(&text, raw, n);
+        } else {
+            st = rl_json_dump(sample, &text);
+        }
+        if (st == RL_OK)
+            st = add_detectors(e, text.data ? text.data : "", text.len, ids);
+        rl_buf_free(&text);
     }
     if (st == RL_OK && query)
         st = add_form_detectors(e, query, ids);

@@ -246,6 +246,13 @@ describe('evaluate', () => {
     });
     assert.equal(d.body.decision, 'DENIED', JSON.stringify(d.body));
     assert.equal(d.body.policy.id, dlp.id, 'the DLP policy comes before the FLAG one');
+    // a body given as JSON text is read as the proxy reads it: escapes of plain ASCII decoded
+    const t = await s.call('POST', '/v1/policies/evaluate', {
+      token: adminA,
+      body: { agent_id: A.agentId, path: '/v1/chat/completions', body: '{"messages":[{"role":"user","content":"my key is \\u0041KIAZ7Q4M2XK9T3VBN6W"}]}' },
+    });
+    assert.equal(t.body.decision, 'DENIED', JSON.stringify(t.body));
+    assert.equal(t.body.policy.id, dlp.id, 'the key, written \\u0041KIA in JSON text, is found');
   });
 
   test('a query string in the path is scanned decoded, as the proxy scans it, and left out of the path condition', async () => {
