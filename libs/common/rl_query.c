@@ -108,7 +108,7 @@ static const rl_dlp_finding_t *redaction_in(const rl_dlp_findings_t *f, bool eve
 static rl_status_t append_marker(const rl_dlp_finding_t *x, rl_buf_t *out)
 {
     char marker[160];
-    int len = snprintf(marker, sizeof marker, "[REDACTED:%s]", x->detector);
+    int len = snprintf(marker, sizeof marker, RL_DLP_REDACT_PREFIX "%s]", x->detector);
     if (len < 0 || (size_t)len >= sizeof marker)
         return rl_error(RL_ERR_INVALID, "query: detector id too long");
     char *encoded = curl_easy_escape(NULL, marker, len);
